@@ -1,0 +1,9 @@
+//! `workbench demo`: not built yet (see the open issues).
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench demo\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed("`workbench demo` is not built yet".into()))
+}

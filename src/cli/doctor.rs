@@ -1,0 +1,11 @@
+//! `workbench doctor`: not built yet (see the open issues).
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench doctor\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed(
+        "`workbench doctor` is not built yet".into(),
+    ))
+}

@@ -1,0 +1,11 @@
+//! `workbench invite`: not built yet (see the open issues).
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench invite\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed(
+        "`workbench invite` is not built yet".into(),
+    ))
+}

@@ -1,0 +1,9 @@
+//! `workbench mcp`: not built yet.
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench mcp\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed("`workbench mcp` is not built yet".into()))
+}

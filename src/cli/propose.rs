@@ -1,0 +1,11 @@
+//! `workbench propose`: not built yet (see the open issues).
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench propose\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed(
+        "`workbench propose` is not built yet".into(),
+    ))
+}

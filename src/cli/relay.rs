@@ -1,0 +1,11 @@
+//! `workbench relay`: not built yet (see the open issues).
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench relay\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed(
+        "`workbench relay` is not built yet".into(),
+    ))
+}

@@ -1,0 +1,9 @@
+//! `workbench send`: not built yet (see the open issues).
+
+use super::{CliError, CliResult};
+
+pub const USAGE: &str = "usage: workbench send\n\nNot built yet.\n";
+
+pub fn run(_args: pico_args::Arguments) -> CliResult {
+    Err(CliError::Failed("`workbench send` is not built yet".into()))
+}

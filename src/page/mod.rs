@@ -1,0 +1,1 @@
+//! The per-project page server (issue 3).

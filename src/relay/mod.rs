@@ -1,0 +1,1 @@
+//! The AgentChat relay: protocol, hub, connections (built under issue 6).

@@ -1,0 +1,193 @@
+//! Thin, safe wrappers over the few POSIX calls std has no API for: signal
+//! waiting, detaching a child into its own session, probing pids, LAN address
+//! discovery without sending packets, and socket liveness options.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::mpsc;
+
+fn shutdown_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM/SIGHUP in this thread (and every thread spawned
+/// after), and returns a channel that yields the signal number when one
+/// arrives. Call it first thing in `main` of a long-running command, before
+/// any other thread exists, so no thread is left to take the default action.
+pub fn shutdown_signals() -> mpsc::Receiver<i32> {
+    let set = shutdown_set();
+    // SAFETY: valid sigset; we only change this thread's mask.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait blocks until one of the blocked signals is pending.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 && tx.send(sig).is_err() {
+                return;
+            }
+        })
+        .expect("spawn signal thread");
+    rx
+}
+
+/// Makes `cmd` start in a new session (so a SIGTERM sent to the parent's
+/// process group does not reach it) with the default signal mask.
+pub fn detach(cmd: &mut Command) -> &mut Command {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let set = shutdown_set();
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            if libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Lets children spawned from a thread with blocked signals get them back.
+pub fn unblock_signals_in_child(cmd: &mut Command) -> &mut Command {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let set = shutdown_set();
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        })
+    }
+}
+
+/// True when a process with this pid exists (even if owned by another user).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn terminate(pid: u32) -> io::Result<()> {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad pid"));
+    }
+    // SAFETY: plain kill(2).
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The command line of a running process (from /proc), for telling our own
+/// servers from an unrelated program that reused a pid.
+pub fn process_cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
+}
+
+/// The interface name carrying the default IPv4 route, read from
+/// /proc/net/route (no packet is sent).
+fn default_route_iface() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let iface = f.next()?;
+        let dest = f.next()?;
+        (dest == "00000000").then(|| iface.to_string())
+    })
+}
+
+/// The machine's LAN IPv4 address: the address of the default-route
+/// interface if there is one, else the first up, non-loopback IPv4 address.
+/// Found with getifaddrs(3); nothing is sent on the network.
+pub fn lan_ipv4() -> Option<Ipv4Addr> {
+    let preferred = default_route_iface();
+    let mut first: Option<Ipv4Addr> = None;
+    let mut chosen: Option<Ipv4Addr> = None;
+    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return None;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || (*ifa.ifa_addr).sa_family as i32 != libc::AF_INET {
+                continue;
+            }
+            let flags = ifa.ifa_flags as i32;
+            if flags & libc::IFF_UP == 0 || flags & libc::IFF_LOOPBACK != 0 {
+                continue;
+            }
+            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if first.is_none() {
+                first = Some(ip);
+            }
+            if chosen.is_none() && preferred.as_deref() == Some(&*name) {
+                chosen = Some(ip);
+            }
+        }
+        libc::freeifaddrs(head);
+    }
+    chosen.or(first)
+}
+
+/// Liveness options set on a listening socket; Linux copies them to every
+/// accepted connection. A peer that vanishes without a FIN is dropped once
+/// sent data (our pings) stays unacknowledged for `user_timeout_ms`, and a
+/// peer that stops reading cannot block a writer longer than `send_timeout_s`.
+pub fn tune_listener(fd: std::os::fd::RawFd, user_timeout_ms: u32, send_timeout_s: u32) {
+    fn set<T>(fd: i32, level: i32, name: i32, v: T) {
+        // SAFETY: v lives for the call; size matches its type.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                &v as *const T as *const libc::c_void,
+                std::mem::size_of::<T>() as libc::socklen_t,
+            );
+        }
+    }
+    set(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1 as libc::c_int);
+    set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10 as libc::c_int);
+    set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5 as libc::c_int);
+    set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3 as libc::c_int);
+    set(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_USER_TIMEOUT,
+        user_timeout_ms as libc::c_uint,
+    );
+    let tv = libc::timeval {
+        tv_sec: send_timeout_s as libc::time_t,
+        tv_usec: 0,
+    };
+    set(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tv);
+}
