@@ -1,23 +1,7 @@
-//! `workbench`: one binary for two systems that share a core.
-//!
-//! * the workbench: `workbench mcp` (an MCP server on stdio) drives per-project
-//!   page servers (`workbench serve <name>`) that push live HTML to browsers;
-//! * the relay: `workbench relay`, an AgentChat 0.3.0 compatible WebSocket
-//!   relay, and its shell clients (`send`, `listen`, …).
-//!
-//! `main` only dispatches and decides the exit code; each subcommand lives in
-//! its own file under `cli/`.
+//! The `workbench` binary: dispatch to a subcommand and decide the exit code
+//! (0 ok, 1 failed, 2 bad usage). Everything else lives in the library.
 
-mod cli;
-mod httpc;
-mod mcp;
-mod page;
-mod project;
-mod relay;
-mod sys;
-mod util;
-
-use cli::CliError;
+use workbench::cli::{self, CliError};
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();

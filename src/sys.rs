@@ -191,3 +191,43 @@ pub fn tune_listener(fd: std::os::fd::RawFd, user_timeout_ms: u32, send_timeout_
     };
     set(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tv);
 }
+
+/// An exclusive advisory lock on `path` (created if missing), held until the
+/// returned file is dropped or the process exits. Fails at once if another
+/// process holds it.
+pub fn try_lock_file(path: &std::path::Path) -> io::Result<std::fs::File> {
+    lock_file(path, false)
+}
+
+/// Like `try_lock_file`, but waits for the lock.
+pub fn lock_file_blocking(path: &std::path::Path) -> io::Result<std::fs::File> {
+    lock_file(path, true)
+}
+
+fn lock_file(path: &std::path::Path, wait: bool) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+        Ok(f)
+    } else {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "locked by another process",
+            ))
+        } else {
+            Err(e)
+        }
+    }
+}

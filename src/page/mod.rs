@@ -1,1 +1,270 @@
-//! The per-project page server (issue 3).
+//! The per-project page server (`workbench serve <name>`): tiny_http accepts,
+//! each request runs on its own thread; `/ws` viewers get pushes from the
+//! hub; the owner (bearer token in `.server.json`) writes through `/api/*`.
+//! This module wires the parts together and owns start-up and shutdown.
+
+mod disk;
+mod events;
+mod files;
+mod hub;
+pub mod routes;
+mod viewer;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Map, Value};
+
+use crate::project::{self, Project, ServerInfo};
+use crate::{sys, util};
+
+pub use routes::LEVELS;
+
+/// Default request body limit (`--max-body`).
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+/// First port tried when none is given; the next 99 are tried after it.
+pub const FIRST_PORT: u16 = 8070;
+
+#[derive(Debug, Clone)]
+pub enum PortChoice {
+    /// The first free port from 8070 up.
+    Auto,
+    /// Exactly this port (0 = any free port); taken → error.
+    Exact(u16),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub project: Project,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub host: String,
+    pub port: PortChoice,
+    /// Address shown in the URL (`--public-host`/`WORKBENCH_HOST`); default: LAN address.
+    pub public_host: Option<String>,
+    pub max_body: usize,
+}
+
+/// Why the server is stopping.
+pub enum Stop {
+    Signal(i32),
+    Api,
+}
+
+/// What every request thread shares.
+pub struct Shared {
+    pub project: Project,
+    pub token: String,
+    pub hub: hub::Hub,
+    pub events: events::Events,
+    pub stop: Sender<Stop>,
+    pub max_body: usize,
+    pub snapshots: Mutex<HashMap<String, mpsc::SyncSender<Value>>>,
+}
+
+fn bind(host: &str, port: &PortChoice) -> Result<TcpListener, String> {
+    let try_bind = |p: u16| TcpListener::bind((host, p));
+    match port {
+        PortChoice::Exact(p) => try_bind(*p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                format!("port {p} is already in use on {host}; choose another with --port N, or --port 0 for any free port")
+            }
+            _ => format!("cannot listen on {host}:{p}: {e}"),
+        }),
+        PortChoice::Auto => (FIRST_PORT..FIRST_PORT + 100).find_map(|p| try_bind(p).ok()).ok_or_else(|| {
+            format!("no free port in {FIRST_PORT}-{} on {host}; pass --port 0 for any free port", FIRST_PORT + 99)
+        }),
+    }
+}
+
+/// The host part of the URL people on the LAN should open.
+pub fn public_host(bind_host: &str, explicit: Option<&str>) -> String {
+    if let Some(h) = explicit.filter(|h| !h.is_empty()) {
+        return h.to_string();
+    }
+    if let Some(h) = std::env::var("WORKBENCH_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+    {
+        return h;
+    }
+    match bind_host {
+        "0.0.0.0" | "::" => sys::lan_ipv4()
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        h => h.to_string(),
+    }
+}
+
+fn load_state(project: &Project) -> Map<String, Value> {
+    let path = project.path("state.json");
+    match std::fs::read(&path) {
+        Ok(b) => match serde_json::from_slice::<Value>(&b) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                // Keep the unreadable file for inspection instead of losing it.
+                let aside = project.path(&format!("state.json.corrupt-{}", util::now_ms()));
+                let _ = std::fs::rename(&path, &aside);
+                util::log_event(
+                    "state_corrupt",
+                    json!({"moved_to": aside.display().to_string()}),
+                );
+                Map::new()
+            }
+        },
+        Err(_) => Map::new(),
+    }
+}
+
+/// Runs the server in the foreground until SIGINT/SIGTERM or `POST /api/stop`.
+pub fn serve(cfg: ServeConfig) -> Result<(), String> {
+    let signals = sys::shutdown_signals();
+    let project = cfg.project.clone();
+    project
+        .create(cfg.title.as_deref(), cfg.description.as_deref())
+        .map_err(|e| format!("cannot create {}: {e}", project.dir.display()))?;
+
+    // One server per project: the lock is held for the process lifetime and
+    // released by the kernel however we exit.
+    let _lock = sys::try_lock_file(&project.path(".serve.lock")).map_err(|e| {
+        let who = ServerInfo::load(&project)
+            .ok()
+            .flatten()
+            .map(|i| format!(" by pid {} at {}", i.pid, i.url));
+        format!(
+            "project '{}' is already being served{} ({e})",
+            project.name,
+            who.unwrap_or_default()
+        )
+    })?;
+
+    let listener = bind(&cfg.host, &cfg.port)?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    // Vanished viewers: unacked pings time out after 20 s; stuck writes after 15 s.
+    sys::tune_listener(listener.as_raw_fd(), 20_000, 15);
+    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())?;
+    let server = Arc::new(server);
+
+    let (disk, disk_thread) = disk::start(&project);
+    let recent =
+        util::tail_jsonl(&project.path("session.jsonl"), hub::RECENT_LOGS).unwrap_or_default();
+    let existing_events =
+        util::tail_jsonl(&project.path("events.jsonl"), 10_000).unwrap_or_default();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let token = util::random_hex(32).map_err(|e| format!("no randomness for the token: {e}"))?;
+    let shared = Arc::new(Shared {
+        project: project.clone(),
+        token: token.clone(),
+        hub: hub::Hub::new(load_state(&project), recent, disk.clone()),
+        events: events::Events::new(existing_events, disk.clone()),
+        stop: stop_tx.clone(),
+        max_body: cfg.max_body,
+        snapshots: Mutex::new(HashMap::new()),
+    });
+
+    let host_shown = public_host(&cfg.host, cfg.public_host.as_deref());
+    let host_url = if host_shown.contains(':') {
+        format!("[{host_shown}]")
+    } else {
+        host_shown
+    };
+    let url = format!("http://{host_url}:{port}/");
+    let started_ms = util::now_ms();
+    let info = ServerInfo {
+        pid: std::process::id(),
+        port,
+        host: cfg.host.clone(),
+        url: url.clone(),
+        started: util::rfc3339_ms(started_ms),
+        token,
+        version: crate::cli::VERSION.to_string(),
+    };
+    info.save(&project)
+        .map_err(|e| format!("cannot write .server.json: {e}"))?;
+    let _ = util::append_line(
+        &project.path("cost-log.jsonl"),
+        &json!({"event": "session_start", "started": info.started, "pid": info.pid, "port": port})
+            .to_string(),
+    );
+    util::log_event(
+        "listening",
+        json!({"project": project.name.as_str(), "port": port, "url": url, "pid": info.pid}),
+    );
+    println!(
+        "workbench: serving '{}' at {url}  (Ctrl-C to stop)",
+        project.name
+    );
+
+    // Signals become stop events on the same channel as POST /api/stop.
+    std::thread::Builder::new()
+        .name("signal-relay".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.recv() {
+                let _ = stop_tx.send(Stop::Signal(sig));
+            }
+        })
+        .expect("spawn signal relay");
+
+    let accept_server = server.clone();
+    let accept_shared = shared.clone();
+    std::thread::Builder::new()
+        .name("http-accept".into())
+        .spawn(move || accept_loop(&accept_server, accept_shared))
+        .expect("spawn accept loop");
+
+    let why = stop_rx.recv().unwrap_or(Stop::Api);
+    let reason = match why {
+        Stop::Signal(s) => format!("signal {s}"),
+        Stop::Api => "POST /api/stop".to_string(),
+    };
+    server.unblock();
+    shared.hub.close_all();
+    disk.sync();
+    let stats = shared.hub.stats();
+    let ended_ms = util::now_ms();
+    let _ = util::append_line(
+        &project.path("cost-log.jsonl"),
+        &json!({
+            "event": "session_end",
+            "started": info.started,
+            "ended": util::rfc3339_ms(ended_ms),
+            "duration_s": (ended_ms.saturating_sub(started_ms)) as f64 / 1000.0,
+            "state_pushes": stats.state_pushes,
+            "log_entries": stats.log_entries,
+            "peak_viewers": stats.peak_viewers,
+            "bytes_pushed": stats.bytes_pushed,
+        })
+        .to_string(),
+    );
+    project::remove_server_file_if_pid(&project, info.pid);
+    util::log_event("stopped", json!({"reason": reason}));
+    drop(disk_thread);
+    Ok(())
+}
+
+fn accept_loop(server: &tiny_http::Server, shared: Arc<Shared>) {
+    let mut n: u64 = 0;
+    for req in server.incoming_requests() {
+        n += 1;
+        let shared = shared.clone();
+        let is_ws = req.url() == "/ws" || req.url().starts_with("/ws?");
+        let name = if is_ws {
+            format!("viewer-{n}")
+        } else {
+            format!("http-{n}")
+        };
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            if is_ws {
+                viewer::handle(shared, req)
+            } else {
+                routes::serve_request(&shared, req)
+            }
+        });
+        if let Err(e) = spawned {
+            util::log_event("spawn_failed", json!({"error": e.to_string()}));
+        }
+    }
+}

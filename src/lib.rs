@@ -1,0 +1,18 @@
+//! `workbench`: one binary for two systems that share a core.
+//!
+//! * the workbench: `workbench mcp` (an MCP server on stdio) drives per-project
+//!   page servers (`workbench serve <name>`) that push live HTML to browsers;
+//! * the relay: `workbench relay`, an AgentChat 0.3.0 compatible WebSocket
+//!   relay, and its shell clients (`send`, `listen`, …).
+//!
+//! The library exists so integration tests and benchmarks can reuse the
+//! small clients (`httpc`); the binary in `main.rs` only dispatches.
+
+pub mod cli;
+pub mod httpc;
+pub mod mcp;
+pub mod page;
+pub mod project;
+pub mod relay;
+pub mod sys;
+pub mod util;
