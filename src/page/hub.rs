@@ -5,7 +5,7 @@
 //! A viewer whose outbox is full is dropped; it reconnects and gets full state.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -16,6 +16,9 @@ use super::disk::{DiskOp, DiskSender};
 
 /// Messages a viewer may have queued before it counts as too slow.
 pub const OUTBOX_DEPTH: usize = 1024;
+/// Bytes a viewer may have queued before it counts as too slow, so a stalled
+/// viewer can't make the server hold many copies of multi-MiB states.
+pub const OUTBOX_BYTES: usize = 16 << 20;
 /// Log entries replayed to a viewer that connects.
 pub const REPLAY_LOGS: usize = 50;
 /// Log entries kept in memory for `GET /api/log`.
@@ -27,12 +30,15 @@ pub struct Outbox {
     pub rx: Receiver<Message>,
     /// Set when the hub gave up on this viewer: stop writing at once.
     pub dropped: Arc<AtomicBool>,
+    /// Bytes queued and not yet written; the writer subtracts what it wrote.
+    pub queued: Arc<AtomicUsize>,
 }
 
 struct Slot {
     id: u64,
     tx: SyncSender<Message>,
     dropped: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -95,25 +101,35 @@ impl Hub {
     pub fn attach(&self) -> Outbox {
         let (tx, rx) = sync_channel(OUTBOX_DEPTH);
         let dropped = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut g = self.lock();
         let id = g.next_viewer;
         g.next_viewer += 1;
         let hello = json!({"type": "HELLO", "viewer": format!("v{id}")});
         let full = json!({"type": "STATE", "state": Value::Object(g.state.clone()), "full": true, "seq": g.seq});
-        let _ = tx.try_send(Message::text(hello.to_string()));
-        let _ = tx.try_send(Message::text(full.to_string()));
+        let mut first = vec![hello.to_string(), full.to_string()];
         let skip = g.recent.len().saturating_sub(REPLAY_LOGS);
         for entry in g.recent.iter().skip(skip) {
-            let m = json!({"type": "LOG", "entry": entry, "replay": true});
-            let _ = tx.try_send(Message::text(m.to_string()));
+            first.push(json!({"type": "LOG", "entry": entry, "replay": true}).to_string());
+        }
+        for text in first {
+            queued.fetch_add(text.len(), Ordering::Relaxed);
+            // The outbox is new and deeper than what we queue here.
+            let _ = tx.try_send(Message::text(text));
         }
         g.viewers.push(Slot {
             id,
             tx,
             dropped: dropped.clone(),
+            queued: queued.clone(),
         });
         g.stats.peak_viewers = g.stats.peak_viewers.max(g.viewers.len());
-        Outbox { id, rx, dropped }
+        Outbox {
+            id,
+            rx,
+            dropped,
+            queued,
+        }
     }
 
     pub fn detach(&self, id: u64) {
@@ -142,20 +158,32 @@ impl Hub {
         let bytes = text.len();
         let msg = Message::text(text);
         let mut delivered = 0;
-        g.viewers.retain(|s| match s.tx.try_send(msg.clone()) {
-            Ok(()) => {
-                delivered += 1;
-                true
+        g.viewers.retain(|s| {
+            let over_budget = s.queued.load(Ordering::Relaxed) + bytes > OUTBOX_BYTES;
+            let sent = if over_budget {
+                Err(TrySendError::Full(()))
+            } else {
+                s.tx.try_send(msg.clone()).map_err(|e| match e {
+                    TrySendError::Full(_) => TrySendError::Full(()),
+                    TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
+                })
+            };
+            match sent {
+                Ok(()) => {
+                    s.queued.fetch_add(bytes, Ordering::Relaxed);
+                    delivered += 1;
+                    true
+                }
+                Err(TrySendError::Full(())) => {
+                    s.dropped.store(true, Ordering::Relaxed);
+                    crate::util::log_event(
+                        "viewer_dropped",
+                        json!({"viewer": s.id, "reason": "outbox full"}),
+                    );
+                    false
+                }
+                Err(TrySendError::Disconnected(())) => false,
             }
-            Err(TrySendError::Full(_)) => {
-                s.dropped.store(true, Ordering::Relaxed);
-                crate::util::log_event(
-                    "viewer_dropped",
-                    json!({"viewer": s.id, "reason": "outbox full"}),
-                );
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
         });
         g.stats.bytes_pushed += (bytes * delivered) as u64;
         (delivered, bytes)
@@ -219,7 +247,10 @@ impl Hub {
         g.viewers
             .iter()
             .find(|s| s.id == viewer)
-            .map(|s| s.tx.try_send(Message::text(text)).is_ok())
+            .map(|s| {
+                s.queued.fetch_add(text.len(), Ordering::Relaxed);
+                s.tx.try_send(Message::text(text)).is_ok()
+            })
             .unwrap_or(false)
     }
 }

@@ -20,7 +20,7 @@ use super::Shared;
 use crate::util::log_event;
 
 /// RFC 6455 §1.3: the GUID appended to Sec-WebSocket-Key.
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85";
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub fn accept_key(key: &str) -> String {
     let mut h = Sha1::new();
@@ -96,18 +96,23 @@ fn run<S: std::io::Read + std::io::Write>(
         }
         match outbox.rx.recv_timeout(ping_every) {
             Ok(msg) => {
-                if ws.write(msg).is_err() {
-                    return "write failed";
-                }
-                // Write whatever else is already queued, then flush once.
-                while let Ok(more) = outbox.rx.try_recv() {
-                    if ws.write(more).is_err() {
+                // Write this and whatever else is already queued, then flush once.
+                let mut written = 0;
+                let mut next = Some(msg);
+                while let Some(m) = next {
+                    written += m.len();
+                    if ws.write(m).is_err() {
                         return "write failed";
                     }
+                    next = outbox.rx.try_recv().ok();
                 }
                 if ws.flush().is_err() {
                     return "write failed";
                 }
+                outbox.queued.fetch_sub(
+                    written.min(outbox.queued.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
             }
             Err(RecvTimeoutError::Timeout) => {
                 if ws.send(Message::Ping(Default::default())).is_err() {
