@@ -9,6 +9,7 @@
 //! small clients (`httpc`); the binary in `main.rs` only dispatches.
 
 pub mod cli;
+pub mod control;
 pub mod httpc;
 pub mod mcp;
 pub mod page;

@@ -231,3 +231,26 @@ fn lock_file(path: &std::path::Path, wait: bool) -> io::Result<std::fs::File> {
         }
     }
 }
+
+/// Waits until a process (not necessarily our child) exits, up to `limit`.
+/// Uses a pidfd, so it blocks in poll(2) instead of spinning. True if gone.
+pub fn wait_pid_exit(pid: u32, limit: std::time::Duration) -> bool {
+    if !pid_alive(pid) {
+        return true;
+    }
+    // SAFETY: pidfd_open has no memory arguments; the fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    if fd < 0 {
+        return !pid_alive(pid);
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, limit.as_millis().min(i32::MAX as u128) as i32) };
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    r > 0 || !pid_alive(pid)
+}

@@ -1,9 +1,33 @@
-//! `workbench stop`: not built yet.
+//! `workbench stop <name>`: stop a project's server cleanly.
 
-use super::{CliError, CliResult};
+use super::{finish, positional, usage_error, CliError, CliResult};
+use crate::control;
+use crate::project::{Project, ProjectName};
 
-pub const USAGE: &str = "usage: workbench stop\n\nNot built yet.\n";
+pub const USAGE: &str = "\
+usage: workbench stop <name>
 
-pub fn run(_args: pico_args::Arguments) -> CliResult {
-    Err(CliError::Failed("`workbench stop` is not built yet".into()))
+Stops the project's server through its API (SIGTERM only if that fails and
+the pid really is its server), records the session end in cost-log.jsonl
+and removes .server.json. The project's files stay.
+
+example:
+  workbench stop bench1
+";
+
+pub fn run(mut args: pico_args::Arguments) -> CliResult {
+    let name: String = positional(&mut args, USAGE, "name")?;
+    finish(args, USAGE)?;
+    let project = Project::new(ProjectName::parse(&name).map_err(|e| usage_error(USAGE, e))?);
+    if !project.exists() {
+        return Err(CliError::Failed(format!(
+            "no project '{name}' in {}",
+            crate::project::home().display()
+        )));
+    }
+    match control::stop(&project).map_err(CliError::Failed)? {
+        true => println!("stopped '{name}'"),
+        false => println!("'{name}' was not running"),
+    }
+    Ok(())
 }

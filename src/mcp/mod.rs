@@ -1,1 +1,218 @@
-//! The MCP stdio server (issue 4).
+//! `workbench mcp`: the MCP server on stdio. A reader loop parses each line
+//! into a typed message and answers at once; tool calls run on their own
+//! threads (so a long `workbench_wait` never delays a `ping`), and every
+//! outgoing line goes through one writer thread that owns stdout.
+//! Stdout carries protocol only; stderr stays quiet (a few lines a session).
+
+pub mod jsonrpc;
+mod tools;
+
+pub use tools::list as tool_list;
+
+use std::io::{self, BufRead, Write};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+
+use serde_json::{json, Value};
+
+use jsonrpc::{Incoming, RpcError};
+
+/// Protocol versions we speak, newest first.
+pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// Longest line accepted on stdin; a state push is at most 8 MiB of JSON.
+pub const MAX_LINE: usize = 9 << 20;
+
+const INSTRUCTIONS: &str = "\
+Workbench gives you a live web page on the LAN that you control: the human at the bench opens the URL in a browser and sees whatever HTML/CSS/JS you push, instantly, on every open screen.
+1. Call workbench_scaffold(name, title) once per task; tell the human the returned url.
+2. Render with workbench_state(project, template=HTML, styles=CSS, script=JS). For fast-changing numbers push only `data` and let your script render it: workbench.on('data', d => ...).
+3. Narrate with workbench_log(project, message, level).
+4. To get answers from the human, render <form data-workbench=\"reading\"> or <button data-workbench-click=\"step1-done\">, or let them type in the message box; then call workbench_wait(project, since=cursor) and pass the returned cursor next time. A 'pending' status is normal: call again.
+5. workbench_snapshot shows you what the page currently displays. Servers survive restarts of this MCP server; workbench_list shows them.";
+
+/// An outgoing line for the writer, or a request to confirm all is written.
+pub enum Out {
+    Line(String),
+    Flush(SyncSender<()>),
+}
+
+/// Sends protocol lines to the single stdout writer.
+#[derive(Clone)]
+pub struct Outbox(Sender<Out>);
+
+impl Outbox {
+    pub fn send(&self, line: String) {
+        let _ = self.0.send(Out::Line(line));
+    }
+}
+
+fn writer(rx: Receiver<Out>) {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for msg in rx {
+        match msg {
+            Out::Line(line) => {
+                let ok = out
+                    .write_all(line.as_bytes())
+                    .and_then(|_| out.write_all(b"\n"))
+                    .and_then(|_| out.flush());
+                if ok.is_err() {
+                    // The client closed our stdout: nobody is listening any more.
+                    std::process::exit(0);
+                }
+            }
+            Out::Flush(done) => {
+                let _ = out.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Reads one line of at most `MAX_LINE` bytes. `Ok(None)` at EOF;
+/// `Err(n)` when a line was too long (its `n` bytes were skipped).
+fn read_line(input: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<Result<(), usize>>> {
+    buf.clear();
+    let mut skipped = 0usize;
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() && skipped == 0 {
+                None
+            } else if skipped > 0 {
+                Some(Err(skipped))
+            } else {
+                Some(Ok(()))
+            });
+        }
+        let (part, found) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], Some(i + 1)),
+            None => (chunk, None),
+        };
+        if skipped > 0 || buf.len() + part.len() > MAX_LINE {
+            skipped += buf.len() + part.len();
+            buf.clear();
+        } else {
+            buf.extend_from_slice(part);
+        }
+        let used = found.unwrap_or(chunk.len());
+        input.consume(used);
+        if found.is_some() {
+            return Ok(Some(if skipped > 0 { Err(skipped) } else { Ok(()) }));
+        }
+    }
+}
+
+pub fn run() -> Result<(), String> {
+    let (tx, rx) = mpsc::channel();
+    let writer_thread = std::thread::Builder::new()
+        .name("stdout-writer".into())
+        .spawn(move || writer(rx))
+        .expect("spawn writer");
+    let out = Outbox(tx.clone());
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut buf = Vec::new();
+    loop {
+        match read_line(&mut input, &mut buf) {
+            Ok(None) => break,
+            Ok(Some(Err(n))) => out.send(jsonrpc::failure(
+                &Value::Null,
+                &RpcError::InvalidRequest(format!(
+                    "message of {n} bytes is over the {MAX_LINE}-byte limit"
+                )),
+            )),
+            Ok(Some(Ok(()))) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim();
+                if !line.is_empty() {
+                    handle_line(line, &out);
+                }
+            }
+            Err(e) => {
+                crate::util::log_event("stdin_error", json!({"error": e.to_string()}));
+                break;
+            }
+        }
+    }
+    // EOF: the client is going away. Make sure every answer is written.
+    let (done_tx, done_rx) = mpsc::sync_channel(1);
+    let _ = tx.send(Out::Flush(done_tx));
+    let _ = done_rx.recv();
+    drop(writer_thread);
+    Ok(())
+}
+
+fn handle_line(line: &str, out: &Outbox) {
+    match jsonrpc::parse(line) {
+        Err((id, err)) => out.send(jsonrpc::failure(&id, &err)),
+        Ok(Incoming::Notification { .. }) | Ok(Incoming::Response) => {}
+        Ok(Incoming::Request { id, method, params }) => match method.as_str() {
+            "tools/call" => tools::spawn_call(id, params, out.clone()),
+            _ => {
+                let reply = match handle_request(&method, &params) {
+                    Ok(result) => jsonrpc::success(&id, result),
+                    Err(e) => jsonrpc::failure(&id, &e),
+                };
+                out.send(reply);
+            }
+        },
+    }
+}
+
+fn handle_request(method: &str, params: &Value) -> Result<Value, RpcError> {
+    match method {
+        "initialize" => Ok(initialize(params)),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({"tools": tools::list()})),
+        other => Err(RpcError::MethodNotFound(other.to_string())),
+    }
+}
+
+/// Answers the client's protocol version when we speak it, else our newest.
+pub fn negotiate(requested: Option<&str>) -> &'static str {
+    PROTOCOL_VERSIONS
+        .iter()
+        .find(|v| Some(**v) == requested)
+        .copied()
+        .unwrap_or(PROTOCOL_VERSIONS[0])
+}
+
+fn initialize(params: &Value) -> Value {
+    let version = negotiate(params.get("protocolVersion").and_then(Value::as_str));
+    json!({
+        "protocolVersion": version,
+        "capabilities": {"tools": {"listChanged": false}},
+        "serverInfo": {"name": "workbench", "title": "Workbench", "version": crate::cli::VERSION},
+        "instructions": INSTRUCTIONS,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiates_known_versions_and_falls_back_to_newest() {
+        assert_eq!(negotiate(Some("2024-11-05")), "2024-11-05");
+        assert_eq!(negotiate(Some("2025-06-18")), "2025-06-18");
+        assert_eq!(negotiate(Some("1999-01-01")), "2025-11-25");
+        assert_eq!(negotiate(None), "2025-11-25");
+    }
+
+    #[test]
+    fn reads_lines_and_skips_overlong_ones() {
+        let long = "x".repeat(MAX_LINE + 10);
+        let data = format!("a\n{long}\nb");
+        let mut input = io::BufReader::with_capacity(4096, data.as_bytes());
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut input, &mut buf).unwrap(), Some(Ok(())));
+        assert_eq!(buf, b"a");
+        assert_eq!(
+            read_line(&mut input, &mut buf).unwrap(),
+            Some(Err(MAX_LINE + 10))
+        );
+        assert_eq!(read_line(&mut input, &mut buf).unwrap(), Some(Ok(())));
+        assert_eq!(buf, b"b");
+        assert_eq!(read_line(&mut input, &mut buf).unwrap(), None);
+    }
+}

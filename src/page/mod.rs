@@ -11,6 +11,7 @@ pub mod routes;
 mod viewer;
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Sender};
@@ -193,7 +194,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         "listening",
         json!({"project": project.name.as_str(), "port": port, "url": url, "pid": info.pid}),
     );
-    println!(
+    // Stdout carries exactly this one line (`workbench mcp` waits for it);
+    // a closed stdout must not stop the server.
+    let _ = writeln!(
+        std::io::stdout(),
         "workbench: serving '{}' at {url}  (Ctrl-C to stop)",
         project.name
     );

@@ -1,0 +1,495 @@
+//! The MCP tools: their JSON Schemas (what the AI reads) and their
+//! implementations, each a function from typed arguments to a JSON result.
+//! Every result goes out as `structuredContent` and as the same JSON in a
+//! text item, because some clients show the model only one of the two.
+//! A failure the AI can fix is a result with `isError: true`, not a
+//! protocol error.
+
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::jsonrpc::{self, RpcError};
+use super::Outbox;
+use crate::control;
+use crate::project::{self, Project, ProjectName};
+
+/// Results larger than this are trimmed (clients choke well before 10 MiB).
+const MAX_RESULT_BYTES: usize = 1 << 20;
+
+fn obj(props: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+fn out_schema(props: Value) -> Value {
+    json!({"type": "object", "properties": props})
+}
+
+/// Every tool, as `tools/list` returns it.
+pub fn list() -> Value {
+    let project = json!({"type": "string", "description": "Project name given to workbench_scaffold (letters, digits, '_' and '-')."});
+    let event = json!({"type": "object", "properties": {
+        "seq": {"type": "integer"}, "ts": {"type": "string"}, "name": {"type": "string"},
+        "data": {}, "from": {"type": "object"}}});
+    json!([
+        {
+            "name": "workbench_scaffold",
+            "title": "Create or reopen a live page",
+            "description": "Create a project (a live web page on the LAN) if it does not exist, and make sure its server is running. Reuses a running server. Returns the URL to give the human; call this once before the other tools.",
+            "inputSchema": obj(json!({
+                "name": {"type": "string", "description": "Project name: 1-64 letters, digits, '_' or '-', starting with a letter or digit. Example: psu-bringup."},
+                "title": {"type": "string", "description": "Page title shown at the top (new projects only)."},
+                "description": {"type": "string", "description": "One line under the title (new projects only)."}
+            }), &["name"]),
+            "outputSchema": out_schema(json!({
+                "path": {"type": "string"}, "url": {"type": "string"}, "port": {"type": "integer"}, "reused": {"type": "boolean"}
+            })),
+        },
+        {
+            "name": "workbench_state",
+            "title": "Push content to the page",
+            "description": "Push HTML/CSS/JS to every open browser at once. `template` replaces the page body, `styles` replaces the page's dynamic stylesheet, `script` runs once in the page (register handlers with workbench.on('data', fn)), `data` is any JSON handed to those handlers without re-rendering (use it for live readings, 10+ times a second is fine). Send only the fields that change; null clears a field. Inside the page: <form data-workbench=\"name\"> and data-workbench-click=\"name\" send answers you read with workbench_wait.",
+            "inputSchema": obj(json!({
+                "project": project,
+                "template": {"type": ["string", "null"], "description": "HTML for the content area."},
+                "styles": {"type": ["string", "null"], "description": "CSS for the page."},
+                "script": {"type": ["string", "null"], "description": "JavaScript run once per push."},
+                "data": {"description": "Any JSON value passed to workbench.on('data') handlers."}
+            }), &["project"]),
+            "outputSchema": out_schema(json!({"viewers": {"type": "integer"}, "bytes": {"type": "integer"}, "seq": {"type": "integer"}})),
+        },
+        {
+            "name": "workbench_log",
+            "title": "Add a line to the session log",
+            "description": "Append a line to the session log shown under the page and saved in session.md / session.jsonl. Rendered as plain text.",
+            "inputSchema": obj(json!({
+                "project": project,
+                "message": {"type": "string", "description": "The text to log."},
+                "level": {"type": "string", "enum": ["info", "success", "warn", "error"], "description": "Default info."}
+            }), &["project", "message"]),
+            "outputSchema": out_schema(json!({"ts": {"type": "string"}})),
+        },
+        {
+            "name": "workbench_read_log",
+            "title": "Read the session log",
+            "description": "The most recent session log entries (yours, and the human's events), oldest first.",
+            "inputSchema": obj(json!({
+                "project": project,
+                "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "How many entries (default 50, max 1000)."}
+            }), &["project"]),
+            "outputSchema": out_schema(json!({"entries": {"type": "array"}, "count": {"type": "integer"}, "truncated": {"type": "boolean"}})),
+        },
+        {
+            "name": "workbench_list",
+            "title": "List projects",
+            "description": "Every project on this machine with its URL and whether its server is running (servers survive restarts of your CLI).",
+            "inputSchema": obj(json!({}), &[]),
+            "outputSchema": out_schema(json!({"projects": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string"}, "title": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
+                "running": {"type": "boolean"}, "pid": {"type": ["integer", "null"]}, "port": {"type": ["integer", "null"]},
+                "viewers": {"type": "integer"}, "started": {"type": ["string", "null"]}}}}})),
+        },
+        {
+            "name": "workbench_stop",
+            "title": "Stop a project's server",
+            "description": "Stop the project's page server and record the session end. The files stay; workbench_scaffold starts it again.",
+            "inputSchema": obj(json!({"project": project}), &["project"]),
+            "outputSchema": out_schema(json!({"stopped": {"type": "boolean"}, "was_running": {"type": "boolean"}})),
+        },
+        {
+            "name": "workbench_wait",
+            "title": "Wait for the human's answer",
+            "description": "Return the human's events (form submits, data-workbench-click buttons, typed messages, workbench.send calls) after cursor `since`, or block until one arrives. On timeout returns status 'pending' with the same cursor: just call again. Always pass the cursor from the previous result; nothing sent meanwhile is lost.",
+            "inputSchema": obj(json!({
+                "project": project,
+                "since": {"type": "integer", "minimum": 0, "description": "Cursor from the previous workbench_wait/workbench_events result (0 = from the beginning)."},
+                "names": {"type": "array", "items": {"type": "string"}, "description": "Only these event names, e.g. [\"reading\"]."},
+                "timeout_seconds": {"type": "number", "description": "How long to block, clamped to 1-50 (default 25)."}
+            }), &["project"]),
+            "outputSchema": out_schema(json!({"status": {"type": "string", "enum": ["events", "pending"]}, "events": {"type": "array", "items": event}, "cursor": {"type": "integer"}})),
+        },
+        {
+            "name": "workbench_events",
+            "title": "Read the human's events",
+            "description": "Like workbench_wait but never blocks: the events after cursor `since`.",
+            "inputSchema": obj(json!({
+                "project": project,
+                "since": {"type": "integer", "minimum": 0, "description": "Cursor (0 = from the beginning)."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "At most this many (default 100)."}
+            }), &["project"]),
+            "outputSchema": out_schema(json!({"events": {"type": "array", "items": event}, "cursor": {"type": "integer"}})),
+        },
+        {
+            "name": "workbench_snapshot",
+            "title": "See what the human sees",
+            "description": "Ask a connected browser for the page as rendered now: the content's HTML, its visible text, and current form values. Says so when no browser is connected.",
+            "inputSchema": obj(json!({"project": project}), &["project"]),
+            "outputSchema": out_schema(json!({"connected": {"type": "boolean"}, "viewer": {"type": ["string", "null"]},
+                "html": {"type": "string"}, "text": {"type": "string"}, "forms": {"type": "array"}, "message": {"type": "string"}})),
+        },
+    ])
+}
+
+/// A tool's outcome: a JSON result, or a message the AI can act on.
+type ToolResult = Result<Value, String>;
+
+#[derive(Deserialize)]
+struct CallParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Value>,
+    #[serde(default, rename = "_meta")]
+    meta: Option<Value>,
+}
+
+/// Runs a `tools/call` on its own thread and sends the answer to the writer.
+pub fn spawn_call(id: Value, params: Value, out: Outbox) {
+    let call: CallParams = match serde_json::from_value(params) {
+        Ok(c) => c,
+        Err(e) => {
+            let err = RpcError::InvalidParams(format!("tools/call needs {{name, arguments}}: {e}"));
+            return out.send(jsonrpc::failure(&id, &err));
+        }
+    };
+    const KNOWN: [&str; 9] = [
+        "workbench_scaffold",
+        "workbench_state",
+        "workbench_log",
+        "workbench_read_log",
+        "workbench_list",
+        "workbench_stop",
+        "workbench_wait",
+        "workbench_events",
+        "workbench_snapshot",
+    ];
+    if !KNOWN.contains(&call.name.as_str()) {
+        let err = RpcError::InvalidParams(format!(
+            "unknown tool '{}'; tools/list has the available tools",
+            call.name
+        ));
+        return out.send(jsonrpc::failure(&id, &err));
+    }
+    let thread_out = out.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("tool-{}", call.name))
+        .spawn(move || {
+            let progress = call
+                .meta
+                .as_ref()
+                .and_then(|m| m.get("progressToken"))
+                .cloned();
+            let args = call.arguments.unwrap_or_else(|| json!({}));
+            let result = dispatch(&call.name, args, progress.map(|t| (t, thread_out.clone())));
+            thread_out.send(jsonrpc::success(&id, to_call_result(result)));
+        });
+    if let Err(e) = spawned {
+        out.send(jsonrpc::failure(
+            &Value::Null,
+            &RpcError::Internal(format!("cannot start tool thread: {e}")),
+        ));
+    }
+}
+
+fn to_call_result(result: ToolResult) -> Value {
+    match result {
+        Ok(v) => {
+            json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false})
+        }
+        Err(msg) => json!({"content": [{"type": "text", "text": msg}], "isError": true}),
+    }
+}
+
+fn args<T: DeserializeOwned>(tool: &str, v: Value) -> Result<T, String> {
+    let v = if v.is_null() { json!({}) } else { v };
+    serde_json::from_value(v)
+        .map_err(|e| format!("bad arguments for {tool}: {e}; see its inputSchema in tools/list"))
+}
+
+fn project(name: &str) -> Result<Project, String> {
+    Ok(Project::new(ProjectName::parse(name)?))
+}
+
+fn existing(name: &str) -> Result<Project, String> {
+    let p = project(name)?;
+    if !p.exists() {
+        return Err(format!(
+            "project '{name}' does not exist; call workbench_scaffold first"
+        ));
+    }
+    Ok(p)
+}
+
+fn dispatch(tool: &str, a: Value, progress: Option<(Value, Outbox)>) -> ToolResult {
+    match tool {
+        "workbench_scaffold" => scaffold(args(tool, a)?),
+        "workbench_state" => state(args(tool, a)?),
+        "workbench_log" => log(args(tool, a)?),
+        "workbench_read_log" => read_log(args(tool, a)?),
+        "workbench_list" => {
+            let _: Empty = args(tool, a)?;
+            Ok(
+                json!({"projects": project::all_projects().iter().map(control::describe).collect::<Vec<_>>()}),
+            )
+        }
+        "workbench_stop" => stop(args(tool, a)?),
+        "workbench_wait" => wait(args(tool, a)?, progress),
+        "workbench_events" => events(args(tool, a)?),
+        "workbench_snapshot" => snapshot(args(tool, a)?),
+        other => Err(format!("unknown tool '{other}'")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaffoldArgs {
+    name: String,
+    title: Option<String>,
+    description: Option<String>,
+}
+
+fn scaffold(a: ScaffoldArgs) -> ToolResult {
+    let p = project(&a.name)?;
+    p.create(a.title.as_deref(), a.description.as_deref())
+        .map_err(|e| format!("cannot create {}: {e}", p.dir.display()))?;
+    let running = control::ensure_running(&p)?;
+    Ok(json!({
+        "path": p.dir.display().to_string(),
+        "url": running.info.url,
+        "port": running.info.port,
+        "reused": running.reused,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectArgs {
+    project: String,
+}
+
+// No deny_unknown_fields: it cannot work with `flatten`; the server refuses
+// unknown fields with a message that names the allowed ones.
+#[derive(Deserialize)]
+struct StateArgs {
+    project: String,
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+}
+
+fn state(a: StateArgs) -> ToolResult {
+    let p = existing(&a.project)?;
+    if a.fields.is_empty() {
+        return Err("nothing to push: give at least one of template, styles, script, data".into());
+    }
+    let r = control::call_project(
+        &p,
+        "POST",
+        "/api/state",
+        Some(&Value::Object(a.fields)),
+        Duration::from_secs(30),
+    )?;
+    Ok(json!({"viewers": r["viewers"], "bytes": r["bytes"], "seq": r["seq"]}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogArgs {
+    project: String,
+    message: String,
+    level: Option<String>,
+}
+
+fn log(a: LogArgs) -> ToolResult {
+    let p = existing(&a.project)?;
+    let body = json!({"message": a.message, "level": a.level});
+    let r = control::call_project(&p, "POST", "/api/log", Some(&body), Duration::from_secs(10))?;
+    Ok(json!({"ts": r["ts"]}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadLogArgs {
+    project: String,
+    limit: Option<u64>,
+}
+
+fn read_log(a: ReadLogArgs) -> ToolResult {
+    let p = existing(&a.project)?;
+    let limit = a.limit.unwrap_or(50).clamp(1, 1000) as usize;
+    // The log is on disk whether or not the server runs: no need to start it.
+    let mut entries =
+        crate::util::tail_jsonl(&p.path("session.jsonl"), limit).map_err(|e| e.to_string())?;
+    let mut truncated = false;
+    let mut size: usize = entries.iter().map(|e| e.to_string().len() + 1).sum();
+    while size > MAX_RESULT_BYTES && !entries.is_empty() {
+        size -= entries.remove(0).to_string().len() + 1;
+        truncated = true;
+    }
+    Ok(json!({"count": entries.len(), "entries": entries, "truncated": truncated}))
+}
+
+fn stop(a: ProjectArgs) -> ToolResult {
+    let p = existing(&a.project)?;
+    let was_running = control::stop(&p)?;
+    Ok(json!({"stopped": true, "was_running": was_running}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitArgs {
+    project: String,
+    since: Option<i64>,
+    names: Option<Vec<String>>,
+    timeout_seconds: Option<f64>,
+}
+
+fn events_path(since: u64, names: &[String], limit: usize, wait: u64) -> String {
+    let names = names.join(",");
+    let enc: String = names
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.:,".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("/api/events?since={since}&limit={limit}&wait={wait}&names={enc}")
+}
+
+fn check_since(since: Option<i64>) -> Result<u64, String> {
+    match since {
+        None => Ok(0),
+        Some(n) if n >= 0 => Ok(n as u64),
+        Some(n) => Err(format!(
+            "since must be a cursor ≥ 0 (got {n}); use 0 to read from the beginning"
+        )),
+    }
+}
+
+fn wait(a: WaitArgs, progress: Option<(Value, Outbox)>) -> ToolResult {
+    let p = existing(&a.project)?;
+    let since = check_since(a.since)?;
+    let names = a.names.unwrap_or_default();
+    // Clamped so no client's tool timeout is ever hit; NaN counts as default.
+    let t = a
+        .timeout_seconds
+        .filter(|t| t.is_finite())
+        .unwrap_or(25.0)
+        .clamp(1.0, 50.0);
+    let deadline = Instant::now() + Duration::from_secs_f64(t);
+    let started = Instant::now();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // With a progress token, block in slices and send a keep-alive between.
+        let slice = if progress.is_some() {
+            left.min(Duration::from_secs(5))
+        } else {
+            left
+        };
+        let secs = slice
+            .as_secs_f64()
+            .round()
+            .max(if left.is_zero() { 0.0 } else { 1.0 }) as u64;
+        let r = control::call_project(
+            &p,
+            "GET",
+            &events_path(since, &names, 100, secs),
+            None,
+            Duration::from_secs(secs + 15),
+        )?;
+        let events = r["events"].as_array().cloned().unwrap_or_default();
+        if !events.is_empty() {
+            return Ok(json!({"status": "events", "events": events, "cursor": r["cursor"]}));
+        }
+        if Instant::now() + Duration::from_millis(200) >= deadline {
+            return Ok(json!({"status": "pending", "events": [], "cursor": since}));
+        }
+        if let Some((token, out)) = &progress {
+            let elapsed = started.elapsed().as_secs();
+            out.send(jsonrpc::notification(
+                "notifications/progress",
+                json!({"progressToken": token, "progress": elapsed, "total": t.round() as u64, "message": "waiting for the human at the page"}),
+            ));
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsArgs {
+    project: String,
+    since: Option<i64>,
+    limit: Option<u64>,
+}
+
+fn events(a: EventsArgs) -> ToolResult {
+    let p = existing(&a.project)?;
+    let since = check_since(a.since)?;
+    let limit = a.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let r = control::call_project(
+        &p,
+        "GET",
+        &events_path(since, &[], limit, 0),
+        None,
+        Duration::from_secs(10),
+    )?;
+    Ok(json!({"events": r["events"], "cursor": r["cursor"]}))
+}
+
+fn snapshot(a: ProjectArgs) -> ToolResult {
+    let p = existing(&a.project)?;
+    let r = control::call_project(&p, "GET", "/api/snapshot", None, Duration::from_secs(15))?;
+    if r["viewer"].is_null() {
+        return Ok(
+            json!({"connected": false, "viewer": null, "message": "no browser has the page open right now; give the human the URL from workbench_scaffold"}),
+        );
+    }
+    let s = &r["snapshot"];
+    let mut html = s["html"].as_str().unwrap_or("").to_string();
+    if html.len() > MAX_RESULT_BYTES / 2 {
+        let cut = (0..=MAX_RESULT_BYTES / 2)
+            .rev()
+            .find(|i| html.is_char_boundary(*i))
+            .unwrap_or(0);
+        html.truncate(cut);
+    }
+    Ok(
+        json!({"connected": true, "viewer": r["viewer"], "html": html, "text": s["text"], "forms": s["forms"], "title": s["title"]}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_has_schemas_and_a_description() {
+        let tools = list();
+        let tools = tools.as_array().unwrap();
+        assert_eq!(tools.len(), 9);
+        for t in tools {
+            assert!(
+                t["description"].as_str().unwrap().len() > 40,
+                "{}",
+                t["name"]
+            );
+            assert_eq!(t["inputSchema"]["type"], "object");
+            assert_eq!(t["outputSchema"]["type"], "object");
+        }
+    }
+
+    #[test]
+    fn events_path_encodes_names() {
+        assert_eq!(
+            events_path(3, &["a b".into(), "c".into()], 10, 5),
+            "/api/events?since=3&limit=10&wait=5&names=a%20b,c"
+        );
+    }
+}
