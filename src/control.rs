@@ -236,7 +236,13 @@ pub fn call_project(
             project.name
         ));
     }
-    if let Ok(Some(info)) = ServerInfo::load(project) {
+    // The record must name a live `workbench serve <project>` (a cheap /proc
+    // check) before we trust whatever answers on its port.
+    if let Some(info) = ServerInfo::load(project)
+        .ok()
+        .flatten()
+        .filter(|i| is_our_server(i.pid, project))
+    {
         match call(&info, method, path, body, timeout) {
             Ok(v) => return Ok(v),
             Err(ApiError::Status(s, m)) => return Err(format!("{m} (HTTP {s})")),

@@ -1,0 +1,468 @@
+//! Black-box tests of `workbench mcp`: the real binary over pipes, as AI CLIs
+//! drive it, with real detached project servers on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn handshake_answers_every_request_and_ignores_notifications() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("mcp-hs");
+    let mut m = Mcp::start(&home);
+    // Newer clients probe before initialize and wait for an answer.
+    m.send(&json!({"jsonrpc": "2.0", "id": "probe", "method": "server/discover"}));
+    let r = m.next_line(Duration::from_secs(5));
+    assert_eq!(r["id"], "probe");
+    assert_eq!(r["error"]["code"], -32601);
+    let r = m.request("tools/list", Value::Null);
+    assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9);
+
+    // id 0, unknown fields, and the notification + next request in one write.
+    m.send_raw(concat!(
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{"roots":{}},"clientInfo":{"name":"x","version":"1"},"futureField":true}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":"p1","method":"ping"}"#,
+        "\n"
+    ));
+    let init = m.next_line(Duration::from_secs(5));
+    assert_eq!(init["id"], 0);
+    let res = &init["result"];
+    assert_eq!(res["protocolVersion"], "2025-03-26");
+    assert_eq!(res["serverInfo"]["name"], "workbench");
+    assert!(res["serverInfo"]["version"].is_string());
+    assert!(res["capabilities"]["tools"].is_object());
+    assert!(res["instructions"]
+        .as_str()
+        .unwrap()
+        .contains("workbench_scaffold"));
+    // The notification got no answer: the next line answers the ping.
+    let ping = m.next_line(Duration::from_secs(5));
+    assert_eq!(ping, json!({"jsonrpc": "2.0", "id": "p1", "result": {}}));
+
+    for (asked, expected) in [
+        ("2025-11-25", "2025-11-25"),
+        ("2025-06-18", "2025-06-18"),
+        ("2024-11-05", "2024-11-05"),
+        ("2023-01-01", "2025-11-25"),
+    ] {
+        let r = m.request("initialize", json!({"protocolVersion": asked}));
+        assert_eq!(r["result"]["protocolVersion"], expected);
+    }
+    let r = m.request("initialize", Value::Null);
+    assert_eq!(r["result"]["protocolVersion"], "2025-11-25");
+    assert_eq!(
+        m.close_stdin_and_wait(),
+        Some(0),
+        "EOF on stdin is a clean exit"
+    );
+}
+
+#[test]
+fn tools_list_has_schemas_an_ai_can_act_on() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("mcp-list");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    let tools = m.request("tools/list", json!({}))["result"]["tools"].clone();
+    let names: Vec<&str> = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "workbench_scaffold",
+        "workbench_state",
+        "workbench_log",
+        "workbench_read_log",
+        "workbench_list",
+        "workbench_stop",
+        "workbench_wait",
+        "workbench_events",
+        "workbench_snapshot",
+    ] {
+        assert!(names.contains(&n), "{n} missing");
+    }
+    for t in tools.as_array().unwrap() {
+        assert_eq!(t["inputSchema"]["type"], "object", "{}", t["name"]);
+        assert_eq!(t["outputSchema"]["type"], "object", "{}", t["name"]);
+        assert!(!t["description"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn bad_input_gets_the_right_error_and_the_loop_keeps_answering() {
+    watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-bad");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    let expect_error = |m: &mut Mcp, raw: &str, code: i64| {
+        m.send_raw(raw);
+        let r = m.next_line(Duration::from_secs(10));
+        assert_eq!(r["error"]["code"], code, "{raw:.60}: {r}");
+        assert_eq!(r["id"], Value::Null);
+        let p = m.request("ping", json!({}));
+        assert_eq!(
+            p["result"],
+            json!({}),
+            "the loop still answers after {raw:.60}"
+        );
+    };
+    expect_error(&mut m, "this is not json\n", -32700);
+    expect_error(
+        &mut m,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\n",
+        -32700,
+    );
+    expect_error(
+        &mut m,
+        "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]\n",
+        -32600,
+    );
+    expect_error(&mut m, "42\n", -32600);
+    expect_error(
+        &mut m,
+        "{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}\n",
+        -32600,
+    );
+    let huge = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\",\"params\":{{\"x\":\"{}\"}}}}\n",
+        "a".repeat(10 << 20)
+    );
+    expect_error(&mut m, &huge, -32600);
+
+    let r = m.request("no/such/method", json!({}));
+    assert_eq!(r["error"]["code"], -32601);
+    let r = m.request(
+        "tools/call",
+        json!({"name": "workbench_nope", "arguments": {}}),
+    );
+    assert_eq!(r["error"]["code"], -32602);
+    let r = m.request("tools/call", Value::Null);
+    assert_eq!(r["error"]["code"], -32602);
+    let r = m.request("tools/call", json!({"name": 5}));
+    assert_eq!(r["error"]["code"], -32602);
+
+    // Wrong argument types and bad names are tool errors the AI can fix.
+    let (err, msg) = m.call("workbench_scaffold", json!({"name": 42}));
+    assert!(err);
+    assert!(
+        msg.as_str()
+            .unwrap()
+            .contains("bad arguments for workbench_scaffold"),
+        "{msg}"
+    );
+    let (err, msg) = m.call("workbench_scaffold", json!({"name": "../etc"}));
+    assert!(err);
+    assert!(
+        msg.as_str().unwrap().contains("invalid project name"),
+        "{msg}"
+    );
+    let (err, msg) = m.call(
+        "workbench_state",
+        json!({"project": "ghost", "template": "x"}),
+    );
+    assert!(err);
+    assert_eq!(
+        msg,
+        "project 'ghost' does not exist; call workbench_scaffold first"
+    );
+    let (err, msg) = m.call("workbench_log", json!({"project": "ghost"}));
+    assert!(err);
+    assert!(
+        msg.as_str().unwrap().contains("missing field `message`"),
+        "{msg}"
+    );
+    assert!(!home.project("ghost").exists());
+    assert!(!home
+        .path
+        .parent()
+        .unwrap()
+        .join("etc")
+        .join("index.html")
+        .exists());
+
+    m.ok("workbench_scaffold", json!({"name": "p"}));
+    let (err, msg) = m.call("workbench_state", json!({"project": "p", "template": 7}));
+    assert!(err);
+    assert!(
+        msg.as_str()
+            .unwrap()
+            .contains("'template' must be a string"),
+        "{msg}"
+    );
+    let (err, msg) = m.call("workbench_state", json!({"project": "p", "colour": "red"}));
+    assert!(err);
+    assert!(msg.as_str().unwrap().contains("unknown field"), "{msg}");
+    let (err, _) = m.call(
+        "workbench_log",
+        json!({"project": "p", "message": "x", "level": "shout"}),
+    );
+    assert!(err);
+    let v = m.ok(
+        "workbench_log",
+        json!({"project": "p", "message": "still fine"}),
+    );
+    assert!(v["ts"].is_string());
+    m.ok("workbench_stop", json!({"project": "p"}));
+}
+
+#[test]
+fn scaffold_push_log_read_list_stop() {
+    watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-flow");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    let s = m.ok(
+        "workbench_scaffold",
+        json!({"name": "bench1", "title": "PSU bring-up", "description": "rail checks"}),
+    );
+    assert_eq!(s["reused"], false);
+    assert_eq!(s["path"], home.project("bench1").display().to_string());
+    let info = server_info(&home, "bench1");
+    assert_eq!(s["port"], info["port"]);
+    assert_eq!(s["url"], info["url"]);
+    let again = m.ok("workbench_scaffold", json!({"name": "bench1"}));
+    assert_eq!(again["reused"], true);
+    assert_eq!(server_info(&home, "bench1")["pid"], info["pid"]);
+
+    let port = info["port"].as_u64().unwrap() as u16;
+    let mut viewer = Viewer::connect(port);
+    viewer.preamble(0);
+    let st = m.ok(
+        "workbench_state",
+        json!({"project": "bench1", "template": "<h2>Rail 1</h2>", "data": {"v": 3.3}}),
+    );
+    assert_eq!(st["viewers"], 1);
+    assert!(st["bytes"].as_u64().unwrap() > 20);
+    let pushed = viewer.next();
+    assert_eq!(pushed["state"]["template"], "<h2>Rail 1</h2>");
+    let lg = m.ok(
+        "workbench_log",
+        json!({"project": "bench1", "message": "measured 3.3 V", "level": "success"}),
+    );
+    assert!(lg["ts"].is_string());
+    assert_eq!(viewer.next()["entry"]["message"], "measured 3.3 V");
+
+    for i in 0..5 {
+        m.ok(
+            "workbench_log",
+            json!({"project": "bench1", "message": format!("n{i}")}),
+        );
+    }
+    let rl = m.ok(
+        "workbench_read_log",
+        json!({"project": "bench1", "limit": 3}),
+    );
+    let msgs: Vec<&str> = rl["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(msgs, ["n2", "n3", "n4"]);
+    let rl = m.ok(
+        "workbench_read_log",
+        json!({"project": "bench1", "limit": 100000}),
+    );
+    assert_eq!(rl["count"], 6, "limit is clamped, not refused");
+
+    let list = m.ok("workbench_list", json!({}));
+    let row = &list["projects"][0];
+    assert_eq!(row["name"], "bench1");
+    assert_eq!(row["title"], "PSU bring-up");
+    assert_eq!(row["running"], true);
+    assert_eq!(row["pid"], info["pid"]);
+    assert_eq!(row["viewers"], 1);
+
+    let cli = home.cmd().args(["list", "--json"]).output().unwrap();
+    let cli_row: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cli_row["pid"], info["pid"]);
+
+    let stop = m.ok("workbench_stop", json!({"project": "bench1"}));
+    assert_eq!(stop["was_running"], true);
+    assert!(!home.project("bench1").join(".server.json").exists());
+    let end = read_jsonl(&home.project("bench1").join("cost-log.jsonl"))
+        .pop()
+        .unwrap();
+    assert_eq!(end["event"], "session_end");
+    assert_eq!(end["state_pushes"], 1);
+    let list = m.ok("workbench_list", json!({}));
+    assert_eq!(list["projects"][0]["running"], false);
+}
+
+#[test]
+fn servers_survive_an_ai_cli_restart() {
+    watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-persist");
+    let mut m1 = Mcp::start(&home);
+    m1.initialize();
+    let s = m1.ok("workbench_scaffold", json!({"name": "lab"}));
+    m1.ok(
+        "workbench_state",
+        json!({"project": "lab", "template": "<p>first</p>"}),
+    );
+    let info = server_info(&home, "lab");
+    let mut viewer = Viewer::connect(info["port"].as_u64().unwrap() as u16);
+    let (state, _) = viewer.preamble(0);
+    assert_eq!(state["state"]["template"], "<p>first</p>");
+
+    // As clients do on shutdown: SIGTERM to the MCP server's whole process group.
+    let pgid = m1.proc.pid();
+    // SAFETY: kill(2) on a process group we created.
+    assert_eq!(unsafe { libc::kill(-(pgid as i32), libc::SIGTERM) }, 0);
+    assert!(
+        m1.proc.wait_exit(Duration::from_secs(10)).is_none(),
+        "killed by the signal, so no exit code"
+    );
+    assert!(
+        workbench::sys::pid_alive(info["pid"].as_u64().unwrap() as u32),
+        "the project server survived"
+    );
+
+    let mut m2 = Mcp::start(&home);
+    m2.initialize();
+    let list = m2.ok("workbench_list", json!({}));
+    let row = &list["projects"][0];
+    assert_eq!(row["running"], true);
+    assert_eq!(row["pid"], info["pid"]);
+    assert_eq!(row["url"], s["url"]);
+    // No scaffold needed: state goes straight to the same server.
+    let st = m2.ok(
+        "workbench_state",
+        json!({"project": "lab", "template": "<p>second</p>"}),
+    );
+    assert_eq!(st["viewers"], 1);
+    // The browser connected all along got it.
+    assert_eq!(viewer.next()["state"]["template"], "<p>second</p>");
+    assert_eq!(server_info(&home, "lab")["pid"], info["pid"]);
+    m2.ok("workbench_stop", json!({"project": "lab"}));
+}
+
+#[test]
+fn two_clients_scaffolding_at_once_get_one_server() {
+    watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-race");
+    let mut a = Mcp::start(&home);
+    let mut b = Mcp::start(&home);
+    a.initialize();
+    b.initialize();
+    let call = json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "workbench_scaffold", "arguments": {"name": "shared"}}});
+    a.send(&call);
+    b.send(&call);
+    let ra = a.response_to(&json!(77), Duration::from_secs(30));
+    let rb = b.response_to(&json!(77), Duration::from_secs(30));
+    let (sa, sb) = (
+        &ra["result"]["structuredContent"],
+        &rb["result"]["structuredContent"],
+    );
+    assert_eq!(sa["port"], sb["port"]);
+    assert_eq!(sa["url"], sb["url"]);
+    let reused: Vec<bool> = [sa, sb]
+        .iter()
+        .map(|s| s["reused"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        reused.iter().filter(|r| !**r).count(),
+        1,
+        "exactly one started a server: {reused:?}"
+    );
+    assert_eq!(count_servers(&home, "shared"), 1, "one server process");
+    a.ok("workbench_stop", json!({"project": "shared"}));
+}
+
+#[test]
+fn a_dead_or_impostor_server_is_replaced_and_state_comes_back() {
+    watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-dead");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    m.ok("workbench_scaffold", json!({"name": "d"}));
+    m.ok(
+        "workbench_state",
+        json!({"project": "d", "template": "<p>persisted</p>"}),
+    );
+    let info = server_info(&home, "d");
+    let pid = info["pid"].as_u64().unwrap() as u32;
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(workbench::sys::wait_pid_exit(pid, Duration::from_secs(5)));
+
+    // Any project tool restarts it; the page state comes back from state.json.
+    m.ok(
+        "workbench_log",
+        json!({"project": "d", "message": "after crash"}),
+    );
+    let info2 = server_info(&home, "d");
+    assert_ne!(info2["pid"], info["pid"]);
+    let mut v = Viewer::connect(info2["port"].as_u64().unwrap() as u16);
+    let (state, _) = v.preamble(1);
+    assert_eq!(state["state"]["template"], "<p>persisted</p>");
+
+    // A truncated record is repaired by scaffold.
+    m.ok("workbench_stop", json!({"project": "d"}));
+    std::fs::write(home.project("d").join(".server.json"), "{\"pid\": 12").unwrap();
+    let list = m.ok("workbench_list", json!({}));
+    assert_eq!(list["projects"][0]["running"], false);
+    let s = m.ok("workbench_scaffold", json!({"name": "d"}));
+    assert_eq!(s["reused"], false);
+    assert!(server_info(&home, "d")["token"].is_string());
+    m.ok("workbench_stop", json!({"project": "d"}));
+
+    // A record pointing at another program (this test process, and a port
+    // where something else answers) is treated as stale and never killed.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let iport = impostor.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in impostor.incoming().take(20) {
+            use std::io::{Read, Write};
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let body = "{\"ok\":true,\"project\":\"other\",\"pid\":1}";
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let fake = json!({"pid": std::process::id(), "port": iport, "host": "127.0.0.1", "url": "http://x/", "started": "t", "token": "t", "version": "0"});
+    std::fs::write(home.project("d").join(".server.json"), fake.to_string()).unwrap();
+    let st = m.ok("workbench_state", json!({"project": "d", "data": 1}));
+    assert_eq!(st["viewers"], 0);
+    let real = server_info(&home, "d");
+    assert_ne!(real["port"], iport);
+    assert_ne!(real["pid"], std::process::id());
+    m.ok("workbench_stop", json!({"project": "d"}));
+}
+
+#[test]
+fn cli_stop_and_list_match_the_tools() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("mcp-cli");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    m.ok("workbench_scaffold", json!({"name": "c1"}));
+    let out = home.cmd().arg("list").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("c1") && text.contains("yes"), "{text}");
+    let out = home.cmd().args(["stop", "c1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped 'c1'"));
+    assert!(!home.project("c1").join(".server.json").exists());
+    let out = home.cmd().args(["stop", "c1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was not running"));
+    let out = home.cmd().args(["stop", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = home.cmd().args(["stop", "../x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
