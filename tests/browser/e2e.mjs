@@ -1,0 +1,212 @@
+// End-to-end: the real `workbench mcp`, real detached project servers on
+// 127.0.0.1, and Debian's Chromium driven by playwright-core. Every wait is
+// bounded; the whole file has a hard deadline.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, readFileSync, existsSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
+const BIN = process.env.WORKBENCH_BIN || join(root, "target/debug/workbench");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const HARD_DEADLINE_MS = 240_000;
+
+setTimeout(() => { console.error("e2e: hard deadline exceeded"); process.exit(3); }, HARD_DEADLINE_MS).unref();
+
+export const CHROMIUM_ARGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+];
+
+/** A `workbench mcp` child spoken to over pipes, like an AI CLI. */
+export class Mcp {
+  constructor(home) {
+    this.proc = spawn(BIN, ["mcp"], {
+      env: { HOME: home, PATH: "/usr/bin:/bin", WORKBENCH_HOME: home, WORKBENCH_SERVE_HOST: "127.0.0.1", WORKBENCH_HOST: "127.0.0.1",
+             // Closed tabs are noticed at the next ping (push-only sockets).
+             WORKBENCH_PING_SECS: "1" },
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    this.nextId = 1;
+    this.pending = new Map();
+    createInterface({ input: this.proc.stdout }).on("line", (line) => {
+      const msg = JSON.parse(line);
+      if (msg.id !== undefined && this.pending.has(msg.id)) {
+        this.pending.get(msg.id)(msg);
+        this.pending.delete(msg.id);
+      }
+    });
+  }
+  request(method, params, timeoutMs = 60_000) {
+    const id = this.nextId++;
+    return new Promise((resolveP, reject) => {
+      const t = setTimeout(() => reject(new Error(`no answer to ${method} in ${timeoutMs} ms`)), timeoutMs);
+      this.pending.set(id, (m) => { clearTimeout(t); resolveP(m); });
+      this.proc.stdin.write(JSON.stringify({ jsonrpc: "2.0", id, method, params }) + "\n");
+    });
+  }
+  async call(name, args) {
+    const r = await this.request("tools/call", { name, arguments: args });
+    assert.ok(r.result, `tools/call ${name} failed: ${JSON.stringify(r)}`);
+    assert.equal(r.result.isError, false, `${name}: ${r.result.content?.[0]?.text}`);
+    return r.result.structuredContent;
+  }
+  close() { this.proc.stdin.end(); }
+}
+
+const home = mkdtempSync(join(tmpdir(), "wb-e2e-"));
+const mcp = new Mcp(home);
+let browser;
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  try { await mcp.call("workbench_stop", { project: "e2e" }); } catch { /* already stopped */ }
+  mcp.close();
+  rmSync(home, { recursive: true, force: true });
+});
+
+async function openPage(url) {
+  browser ??= await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15_000);
+  await page.goto(url);
+  await page.waitForSelector("#status.connected");
+  return page;
+}
+
+const FORM = `
+  <h2 id="title">Step 3: measure the 5 V rail</h2>
+  <form data-workbench="reading">
+    <input name="volts" type="number" step="0.01">
+    <input name="note" type="text">
+    <label><input name="ok" type="checkbox"> looks right</label>
+    <select name="probes" multiple><option value="a">A</option><option value="b">B</option><option value="c">C</option></select>
+    <button type="submit" id="submit">record</button>
+  </form>
+  <button data-workbench-click="step3-done" data-step="3" id="done">Step 3 done</button>`;
+
+test("the human answers through the page and workbench_wait returns every answer", async () => {
+  await mcp.request("initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "e2e", version: "1" } });
+  const s = await mcp.call("workbench_scaffold", { name: "e2e", title: "E2E bench" });
+  assert.match(s.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  const page = await openPage(s.url);
+  assert.equal(await page.textContent("h1"), "E2E bench");
+
+  await mcp.call("workbench_state", { project: "e2e", template: FORM, styles: "#title{color:rgb(1, 2, 3)}" });
+  await page.waitForSelector("#title");
+  assert.equal(await page.$eval("#title", (e) => getComputedStyle(e).color), "rgb(1, 2, 3)");
+
+  // A data push reaches handlers registered by the AI's script, without a re-render.
+  await mcp.call("workbench_state", { project: "e2e", script: "workbench.on('data', d => { window.__got = (window.__got||[]).concat([d.v]); });" });
+  for (const v of [1, 2, 3]) await mcp.call("workbench_state", { project: "e2e", data: { v } });
+  await page.waitForFunction(() => (window.__got || []).length === 3);
+  assert.deepEqual(await page.evaluate(() => window.__got), [1, 2, 3]);
+  assert.equal(await page.$eval("#title", (e) => e.isConnected), true);
+
+  // Log text is rendered as text, never as HTML.
+  const evil = `<img src=x onerror="window.__pwned=1"><b>bold</b>`;
+  await mcp.call("workbench_log", { project: "e2e", message: evil, level: "warn" });
+  await page.waitForFunction((t) => [...document.querySelectorAll(".log-msg")].some((e) => e.textContent === t), evil);
+  assert.equal(await page.$$eval("#log-entries b, #log-entries img", (els) => els.length), 0);
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+
+  // Fill and submit the form, click the button, type a message.
+  await page.fill("input[name=volts]", "5.02");
+  await page.fill("input[name=note]", "ripple ok");
+  await page.check("input[name=ok]");
+  await page.selectOption("select[name=probes]", ["a", "c"]);
+  await page.click("#submit");
+  await page.waitForSelector("#wb-toast.ok");
+  assert.equal(page.url(), s.url, "the form did not navigate");
+  await page.click("#done");
+  await page.fill("#wb-message", "the fan is loud");
+  await page.press("#wb-message", "Enter");
+  await page.waitForFunction(() => document.getElementById("wb-message").value === "");
+
+  let cursor = 0;
+  const events = [];
+  for (let i = 0; i < 10 && events.length < 3; i++) {
+    const r = await mcp.call("workbench_wait", { project: "e2e", since: cursor, timeout_seconds: 5 });
+    events.push(...r.events);
+    cursor = r.cursor;
+  }
+  assert.deepEqual(events.map((e) => e.name), ["reading", "step3-done", "message"]);
+  assert.deepEqual(events[0].data, { volts: 5.02, note: "ripple ok", ok: true, probes: ["a", "c"] });
+  assert.equal(events[1].data.step, "3");
+  assert.equal(events[1].data.label, "Step 3 done");
+  assert.deepEqual(events[2].data, { text: "the fan is loud" });
+  assert.ok(events.every((e, i) => e.seq === i + 1 && e.from.viewer.startsWith("v")));
+  // Nothing more is pending: the next wait times out with the same cursor.
+  const idle = await mcp.call("workbench_wait", { project: "e2e", since: cursor, timeout_seconds: 1 });
+  assert.equal(idle.status, "pending");
+  assert.equal(idle.cursor, cursor);
+
+  // The events are in the session log too.
+  const log = await mcp.call("workbench_read_log", { project: "e2e", limit: 10 });
+  assert.ok(log.entries.some((e) => e.source === "page" && e.message.includes("step3-done")));
+
+  // The AI sees what the human sees.
+  const snap = await mcp.call("workbench_snapshot", { project: "e2e" });
+  assert.equal(snap.connected, true);
+  assert.match(snap.text, /Step 3: measure the 5 V rail/);
+  assert.deepEqual(snap.forms[0].fields, { volts: 5.02, note: "ripple ok", ok: true, probes: ["a", "c"] });
+  await page.close();
+});
+
+test("an unreachable server keeps what the human typed and says so", async () => {
+  const s = await mcp.call("workbench_scaffold", { name: "e2e" });
+  const page = await openPage(s.url);
+  const info = JSON.parse(readFileSync(join(home, "e2e", ".server.json"), "utf8"));
+  process.kill(info.pid, "SIGKILL");
+  await page.waitForSelector("#status.disconnected");
+  assert.match(await page.textContent("#status-text"), /reconnecting/);
+  await page.fill("#wb-message", "typed while offline");
+  await page.press("#wb-message", "Enter");
+  await page.waitForSelector("#wb-toast.err");
+  assert.match(await page.textContent("#wb-toast"), /not sent/);
+  assert.equal(await page.inputValue("#wb-message"), "typed while offline");
+
+  // Any tool restarts the server on the same port; the page comes back by itself.
+  await mcp.call("workbench_log", { project: "e2e", message: "server restarted" });
+  const info2 = JSON.parse(readFileSync(join(home, "e2e", ".server.json"), "utf8"));
+  assert.equal(info2.port, info.port);
+  assert.notEqual(info2.pid, info.pid);
+  await page.waitForSelector("#status.connected", { timeout: 20_000 });
+  await page.waitForSelector("#title");
+  assert.equal(await page.textContent("#title"), "Step 3: measure the 5 V rail");
+  await page.waitForFunction(() => [...document.querySelectorAll(".log-msg")].some((e) => e.textContent === "server restarted"));
+  await page.press("#wb-message", "Enter");
+  await page.waitForSelector("#wb-toast.ok");
+  const r = await mcp.call("workbench_events", { project: "e2e", since: 3 });
+  assert.deepEqual(r.events.map((e) => e.data), [{ text: "typed while offline" }]);
+  await page.close();
+});
+
+test("a page reload and a second device get the same state", async () => {
+  const s = await mcp.call("workbench_scaffold", { name: "e2e" });
+  await mcp.call("workbench_state", { project: "e2e", template: "<p id='shared'>same everywhere</p>", script: null });
+  const a = await openPage(s.url);
+  const b = await openPage(s.url);
+  await a.waitForSelector("#shared");
+  await b.waitForSelector("#shared");
+  await a.reload();
+  await a.waitForSelector("#status.connected");
+  assert.equal(await a.textContent("#shared"), "same everywhere");
+  // Tabs closed by earlier tests are noticed by the next ping.
+  const deadline = Date.now() + 15_000;
+  while ((await (await fetch(new URL("/health", s.url))).json()).viewers !== 2) {
+    assert.ok(Date.now() < deadline, "closed viewers were never noticed");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const push = await mcp.call("workbench_state", { project: "e2e", template: "<p id='shared'>updated</p>" });
+  assert.equal(push.viewers, 2);
+  for (const p of [a, b]) await p.waitForFunction(() => document.getElementById("shared")?.textContent === "updated");
+  await a.close();
+  await b.close();
+});
