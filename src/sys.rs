@@ -175,6 +175,8 @@ pub fn tune_listener(fd: std::os::fd::RawFd, user_timeout_ms: u32, send_timeout_
             );
         }
     }
+    // Pushes are latency-sensitive small writes: never wait for Nagle.
+    set(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1 as libc::c_int);
     set(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1 as libc::c_int);
     set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10 as libc::c_int);
     set(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 5 as libc::c_int);
