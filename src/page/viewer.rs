@@ -138,7 +138,7 @@ mod tests {
         // RFC 6455 §1.3 worked example.
         assert_eq!(
             super::accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxAGzkmW4Wo8pNVk/z0="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }
