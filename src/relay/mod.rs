@@ -1,1 +1,5 @@
 //! The AgentChat relay: protocol, hub, connections (built under issue 6).
+
+pub mod identity;
+pub mod proposals;
+pub mod signing;
