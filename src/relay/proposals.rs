@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 /// How long a finished proposal (or one past its expiry) is kept for late
 /// lookups before `sweep` forgets it. 0.3.0 keeps expired ones for 24 hours.
@@ -180,73 +181,136 @@ impl Proposal {
         self.from == agent || self.to == agent
     }
 
-    /// The PROPOSAL message's fields (without `type` and `ts`), sent to the
-    /// recipient and echoed to the proposer.
-    pub fn to_wire(&self) -> Map<String, Value> {
-        let v = json!({
-            "id": self.id,
-            "from": self.from,
-            "to": self.to,
-            "task": self.task,
-            "amount": self.amount,
-            "currency": self.currency,
-            "payment_code": self.payment_code,
-            "terms": self.terms,
-            "expires": self.expires,
-            "status": self.status().as_str(),
-            "created_at": self.created_at,
-            "sig": self.sig,
-        });
-        into_map(v)
+    /// The PROPOSAL frame sent to the recipient and echoed to the proposer
+    /// (the echo tells the proposer its id), stamped with `ts`.
+    pub fn proposal_frame(&self, ts: u64) -> String {
+        let body = ProposalView {
+            id: &self.id,
+            from: &self.from,
+            to: &self.to,
+            task: &self.task,
+            amount: &self.amount,
+            currency: &self.currency,
+            payment_code: &self.payment_code,
+            terms: &self.terms,
+            expires: self.expires,
+            status: self.status().as_str(),
+            created_at: self.created_at,
+            sig: &self.sig,
+        };
+        frame("PROPOSAL", body, ts)
     }
 
-    /// The fields of the ACCEPT / REJECT / COMPLETE / DISPUTE message that
-    /// reports the latest transition (without `type` and `ts`), 0.3.0's
-    /// `formatProposalResponse`. `None` while pending or expired.
-    pub fn response_wire(&self) -> Option<(&'static str, Map<String, Value>)> {
-        let mut m = into_map(json!({
-            "proposal_id": self.id,
-            "status": self.status().as_str(),
-            "updated_at": self.updated_at,
-            "from": self.from,
-            "to": self.to,
-        }));
-        let kind = match &self.state {
+    /// The ACCEPT / REJECT / COMPLETE / DISPUTE frame reporting the latest
+    /// transition (0.3.0's `formatProposalResponse`), stamped with `ts`.
+    /// `None` while pending or expired: nothing to report.
+    pub fn response_frame(&self, ts: u64) -> Option<String> {
+        let (kind, detail) = match &self.state {
             State::Pending | State::Expired => return None,
-            State::Accepted(a) => {
-                m.insert("payment_code".into(), a.payment_code.clone());
-                m.insert("sig".into(), json!(a.sig));
-                "ACCEPT"
-            }
-            State::Rejected { sig, reason } => {
-                m.insert("reason".into(), reason.clone());
-                m.insert("sig".into(), json!(sig));
-                "REJECT"
-            }
-            State::Completed(_, s) => {
-                m.insert("completed_by".into(), json!(s.by));
-                m.insert("completed_at".into(), json!(s.at));
-                m.insert("proof".into(), s.note.clone());
-                m.insert("sig".into(), json!(s.sig));
-                "COMPLETE"
-            }
-            State::Disputed(_, s) => {
-                m.insert("disputed_by".into(), json!(s.by));
-                m.insert("disputed_at".into(), json!(s.at));
-                m.insert("reason".into(), s.note.clone());
-                m.insert("sig".into(), json!(s.sig));
-                "DISPUTE"
-            }
+            State::Accepted(a) => (
+                "ACCEPT",
+                Detail::Accept {
+                    payment_code: &a.payment_code,
+                    sig: &a.sig,
+                },
+            ),
+            State::Rejected { sig, reason } => ("REJECT", Detail::Reject { reason, sig }),
+            State::Completed(_, s) => (
+                "COMPLETE",
+                Detail::Complete {
+                    completed_by: &s.by,
+                    completed_at: s.at,
+                    proof: &s.note,
+                    sig: &s.sig,
+                },
+            ),
+            State::Disputed(_, s) => (
+                "DISPUTE",
+                Detail::Dispute {
+                    disputed_by: &s.by,
+                    disputed_at: s.at,
+                    reason: &s.note,
+                    sig: &s.sig,
+                },
+            ),
         };
-        Some((kind, m))
+        let body = ResponseView {
+            proposal_id: &self.id,
+            status: self.status().as_str(),
+            updated_at: self.updated_at,
+            from: &self.from,
+            to: &self.to,
+            detail,
+        };
+        Some(frame(kind, body, ts))
     }
 }
 
-fn into_map(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("json! of an object literal is an object"),
+#[derive(Serialize)]
+struct ProposalView<'a> {
+    id: &'a str,
+    from: &'a str,
+    to: &'a str,
+    task: &'a str,
+    amount: &'a Value,
+    currency: &'a Value,
+    payment_code: &'a Value,
+    terms: &'a Value,
+    /// Absolute Unix ms, or null.
+    expires: Option<u64>,
+    status: &'static str,
+    created_at: u64,
+    sig: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResponseView<'a> {
+    proposal_id: &'a str,
+    status: &'static str,
+    updated_at: u64,
+    from: &'a str,
+    to: &'a str,
+    #[serde(flatten)]
+    detail: Detail<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Detail<'a> {
+    Accept {
+        payment_code: &'a Value,
+        sig: &'a str,
+    },
+    Reject {
+        reason: &'a Value,
+        sig: &'a str,
+    },
+    Complete {
+        completed_by: &'a str,
+        completed_at: u64,
+        proof: &'a Value,
+        sig: &'a str,
+    },
+    Dispute {
+        disputed_by: &'a str,
+        disputed_at: u64,
+        reason: &'a Value,
+        sig: &'a str,
+    },
+}
+
+/// `{"type":kind, …body, "ts":ts}`, the relay's frame layout.
+fn frame<T: Serialize>(kind: &'static str, body: T, ts: u64) -> String {
+    #[derive(Serialize)]
+    struct Frame<T> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        body: T,
+        ts: u64,
     }
+    serde_json::to_string(&Frame { kind, body, ts })
+        .expect("strings, numbers and JSON values serialise")
 }
 
 /// `x || null`: JavaScript's falsy values become null.
@@ -474,6 +538,7 @@ fn settlement(agent: &str, sig: String, note: Value, now: u64) -> Settlement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const ALICE: &str = "@aaaaaaaa";
     const BOB: &str = "@bbbbbbbb";
@@ -518,7 +583,9 @@ mod tests {
         let p = s.get(&id, T0).unwrap();
         assert_eq!(p.status(), Status::Pending);
         assert_eq!(p.expires, Some(T0 + 300_000));
-        let wire = p.to_wire();
+        let wire: Value = serde_json::from_str(&p.proposal_frame(T0)).unwrap();
+        assert_eq!(wire["type"], "PROPOSAL");
+        assert_eq!(wire["id"], id.as_str());
         assert_eq!(wire["from"], ALICE);
         assert_eq!(wire["to"], BOB);
         assert_eq!(wire["amount"], json!(1.5));
@@ -528,7 +595,31 @@ mod tests {
         assert_eq!(wire["created_at"], T0);
         assert_eq!(wire["expires"], T0 + 300_000);
         assert_eq!(wire["sig"], "sig-p");
-        assert!(p.response_wire().is_none());
+        assert!(p.response_frame(T0).is_none());
+    }
+
+    /// The exact wire text, so key order and nulls are pinned.
+    #[test]
+    fn frames_pin_the_wire_text() {
+        let (mut s, id) = store_with(Some(300.0));
+        let p = s.get(&id, T0).unwrap();
+        assert_eq!(
+            p.proposal_frame(7),
+            format!(
+                r#"{{"type":"PROPOSAL","id":"{id}","from":"@aaaaaaaa","to":"@bbbbbbbb","task":"review the PR","amount":1.5,"currency":"USDC","payment_code":null,"terms":null,"expires":{},"status":"pending","created_at":{T0},"sig":"sig-p","ts":7}}"#,
+                T0 + 300_000
+            )
+        );
+        let p = s
+            .accept(&id, BOB, "sig-a".into(), Value::Null, T0 + 1)
+            .unwrap();
+        assert_eq!(
+            p.response_frame(8).unwrap(),
+            format!(
+                r#"{{"type":"ACCEPT","proposal_id":"{id}","status":"accepted","updated_at":{},"from":"@aaaaaaaa","to":"@bbbbbbbb","payment_code":null,"sig":"sig-a","ts":8}}"#,
+                T0 + 1
+            )
+        );
     }
 
     #[test]
@@ -559,7 +650,8 @@ mod tests {
             .unwrap();
         assert_eq!(p.status(), Status::Accepted);
         assert_eq!(p.updated_at, T0 + 5);
-        let (kind, m) = p.response_wire().unwrap();
+        let m: Value = serde_json::from_str(&p.response_frame(T0 + 100).unwrap()).unwrap();
+        let kind = m["type"].as_str().unwrap();
         assert_eq!(kind, "ACCEPT");
         assert_eq!(m["proposal_id"], id.as_str());
         assert_eq!(m["status"], "accepted");
@@ -575,14 +667,16 @@ mod tests {
             .reject(&id, BOB, "sig-r".into(), json!("too much"), T0 + 5)
             .unwrap();
         assert_eq!(p.status(), Status::Rejected);
-        let (kind, m) = p.response_wire().unwrap();
+        let m: Value = serde_json::from_str(&p.response_frame(T0 + 100).unwrap()).unwrap();
+        let kind = m["type"].as_str().unwrap();
         assert_eq!(kind, "REJECT");
         assert_eq!(m["reason"], "too much");
         assert_eq!(m["sig"], "sig-r");
         // Without a reason: null, as 0.3.0 sends.
         let (mut s, id) = store_with(None);
         let p = s.reject(&id, BOB, "sig-r".into(), Value::Null, T0).unwrap();
-        assert_eq!(p.response_wire().unwrap().1["reason"], Value::Null);
+        let m: Value = serde_json::from_str(&p.response_frame(T0).unwrap()).unwrap();
+        assert_eq!(m["reason"], Value::Null);
     }
 
     #[test]
@@ -695,7 +789,8 @@ mod tests {
                 .complete(&id, who, "sig-c".into(), json!("tx:1"), T0 + 9)
                 .unwrap();
             assert_eq!(p.status(), Status::Completed);
-            let (kind, m) = p.response_wire().unwrap();
+            let m: Value = serde_json::from_str(&p.response_frame(T0 + 100).unwrap()).unwrap();
+            let kind = m["type"].as_str().unwrap();
             assert_eq!(kind, "COMPLETE");
             assert_eq!(m["completed_by"], who);
             assert_eq!(m["completed_at"], T0 + 9);
@@ -717,7 +812,8 @@ mod tests {
                 .dispute(&id, who, "sig-d".into(), json!("late"), T0 + 9)
                 .unwrap();
             assert_eq!(p.status(), Status::Disputed);
-            let (kind, m) = p.response_wire().unwrap();
+            let m: Value = serde_json::from_str(&p.response_frame(T0 + 100).unwrap()).unwrap();
+            let kind = m["type"].as_str().unwrap();
             assert_eq!(kind, "DISPUTE");
             assert_eq!(m["disputed_by"], who);
             assert_eq!(m["disputed_at"], T0 + 9);
