@@ -19,6 +19,11 @@ use serde_json::Value;
 /// How long a finished proposal (or one past its expiry) is kept for late
 /// lookups before `sweep` forgets it. 0.3.0 keeps expired ones for 24 hours.
 pub const RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+/// How often `sweep_if_due` actually sweeps (0.3.0 sweeps once a minute).
+pub const SWEEP_EVERY_MS: u64 = 60 * 1000;
+/// Live proposals the store holds at most, so no client can grow the relay's
+/// memory without bound; creation beyond it is refused.
+pub const MAX_PROPOSALS: usize = 100_000;
 
 /// Why an action on a proposal was refused. On the wire each is an ERROR with
 /// code `INVALID_PROPOSAL` and `reason()` as its message, as 0.3.0 sends.
@@ -35,6 +40,8 @@ pub enum ProposalError {
     NotAccepted(Status),
     /// Only the two parties may complete or dispute.
     NotParty,
+    /// The store is at `MAX_PROPOSALS` (beyond 0.3.0, which has no cap).
+    TooMany,
 }
 
 impl ProposalError {
@@ -47,6 +54,7 @@ impl ProposalError {
             ProposalError::Expired => "PROPOSAL_EXPIRED",
             ProposalError::NotAccepted(_) => "PROPOSAL_NOT_ACCEPTED",
             ProposalError::NotParty => "NOT_PROPOSAL_PARTY",
+            ProposalError::TooMany => "TOO_MANY_PROPOSALS",
         }
     }
 }
@@ -351,6 +359,7 @@ fn base36(mut n: u64) -> String {
 #[derive(Debug, Default)]
 pub struct ProposalStore {
     proposals: HashMap<String, Proposal>,
+    last_sweep: u64,
 }
 
 impl ProposalStore {
@@ -367,7 +376,13 @@ impl ProposalStore {
     }
 
     /// Stores a new pending proposal and returns it.
-    pub fn create(&mut self, p: NewProposal, now: u64) -> &Proposal {
+    pub fn create(&mut self, p: NewProposal, now: u64) -> Result<&Proposal, ProposalError> {
+        if self.proposals.len() >= MAX_PROPOSALS {
+            self.sweep(now);
+            if self.proposals.len() >= MAX_PROPOSALS {
+                return Err(ProposalError::TooMany);
+            }
+        }
         let mut id = new_proposal_id(now);
         while self.proposals.contains_key(&id) {
             id = new_proposal_id(now);
@@ -393,7 +408,7 @@ impl ProposalStore {
             sig: p.sig,
             state: State::Pending,
         };
-        self.proposals.entry(id).or_insert(proposal)
+        Ok(self.proposals.entry(id).or_insert(proposal))
     }
 
     /// A proposal by id, with its expiry applied.
@@ -508,10 +523,22 @@ impl ProposalStore {
         Ok(p)
     }
 
+    /// Sweeps if the last sweep was `SWEEP_EVERY_MS` ago or more. The relay
+    /// calls this whenever it handles a proposal message, so sweeping costs
+    /// nothing while no one uses proposals (no timer thread, idle is idle),
+    /// and the store is swept as often as it can grow.
+    pub fn sweep_if_due(&mut self, now: u64) -> usize {
+        if now.saturating_sub(self.last_sweep) < SWEEP_EVERY_MS {
+            return 0;
+        }
+        self.sweep(now)
+    }
+
     /// Expires pending proposals past their time and forgets proposals that
     /// ended (or expired) more than `RETENTION_MS` ago. Accepted proposals are
     /// kept until settled. Returns how many were forgotten.
     pub fn sweep(&mut self, now: u64) -> usize {
+        self.last_sweep = now;
         let before = self.proposals.len();
         let cutoff = now.saturating_sub(RETENTION_MS);
         self.proposals.retain(|_, p| {
@@ -561,7 +588,7 @@ mod tests {
 
     fn store_with(expires: Option<f64>) -> (ProposalStore, String) {
         let mut s = ProposalStore::new();
-        let id = s.create(offer(expires), T0).id.clone();
+        let id = s.create(offer(expires), T0).unwrap().id.clone();
         (s, id)
     }
 
@@ -626,7 +653,7 @@ mod tests {
     fn ids_are_unique() {
         let mut s = ProposalStore::new();
         let ids: std::collections::HashSet<String> = (0..200)
-            .map(|_| s.create(offer(None), T0).id.clone())
+            .map(|_| s.create(offer(None), T0).unwrap().id.clone())
             .collect();
         assert_eq!(ids.len(), 200);
         assert_eq!(base36(0), "0");
@@ -880,10 +907,10 @@ mod tests {
     #[test]
     fn sweep_expires_then_forgets() {
         let mut s = ProposalStore::new();
-        let short = s.create(offer(Some(1.0)), T0).id.clone();
-        let open = s.create(offer(None), T0).id.clone();
-        let done = s.create(offer(None), T0).id.clone();
-        let taken = s.create(offer(Some(1.0)), T0).id.clone();
+        let short = s.create(offer(Some(1.0)), T0).unwrap().id.clone();
+        let open = s.create(offer(None), T0).unwrap().id.clone();
+        let done = s.create(offer(None), T0).unwrap().id.clone();
+        let taken = s.create(offer(Some(1.0)), T0).unwrap().id.clone();
         s.reject(&done, BOB, "r".into(), Value::Null, T0).unwrap();
         s.accept(&taken, BOB, "a".into(), Value::Null, T0).unwrap();
 
@@ -898,6 +925,30 @@ mod tests {
         assert!(s.get(&done, later).is_none());
         assert_eq!(s.get(&open, later).unwrap().status(), Status::Pending);
         assert_eq!(s.get(&taken, later).unwrap().status(), Status::Accepted);
+    }
+
+    #[test]
+    fn sweep_if_due_waits_between_sweeps() {
+        let mut s = ProposalStore::new();
+        let id = s.create(offer(Some(-1.0)), T0).unwrap().id.clone();
+        s.reject(&id, BOB, "r".into(), Value::Null, T0).unwrap_err();
+        let later = T0 + RETENTION_MS + 1;
+        // Forgotten on the first due sweep, not on one just after it.
+        assert_eq!(s.sweep_if_due(later), 1);
+        s.create(offer(Some(-1.0)), later).unwrap();
+        assert_eq!(s.sweep_if_due(later + RETENTION_MS / 2), 0);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn the_store_is_capped() {
+        let mut s = ProposalStore::new();
+        for _ in 0..MAX_PROPOSALS {
+            s.create(offer(None), T0).unwrap();
+        }
+        let e = s.create(offer(None), T0).unwrap_err();
+        assert_eq!(e, ProposalError::TooMany);
+        assert_eq!(e.reason(), "TOO_MANY_PROPOSALS");
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! parts become `''` (`x || ''`), and MSG signs `JSON.stringify({to, content,
 //! ts})`. Not here: keys, signing and verifying (see `identity`).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The text a client message signs, or `None` for a type that carries no
 /// signature. `msg` is the whole message object as sent (or received).
-pub fn signing_text(msg: &Value) -> Option<String> {
+pub fn signing_text(msg: &Map<String, Value>) -> Option<String> {
     let field = |k: &str| msg.get(k);
     let text = match msg.get("type")?.as_str()? {
         "MSG" => msg_text(field("to"), field("content"), field("ts")),
@@ -38,8 +38,18 @@ pub fn signing_text(msg: &Value) -> Option<String> {
     Some(text)
 }
 
-fn response_text(kind: &str, msg: &Value, last: String) -> String {
+fn response_text(kind: &str, msg: &Map<String, Value>, last: String) -> String {
     format!("{kind}|{}|{last}", js_string(msg.get("proposal_id")))
+}
+
+/// What a MSG with these typed fields signs (see `msg_text`).
+pub fn msg_signing_text(to: &str, content: &str, ts: Option<u64>) -> String {
+    let ts = ts.map(Value::from);
+    msg_text(
+        Some(&Value::from(to)),
+        Some(&Value::from(content)),
+        ts.as_ref(),
+    )
 }
 
 /// `JSON.stringify({to, content, ts})`: keys in that order, a key whose value
@@ -178,6 +188,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn text(msg: &Value) -> String {
+        signing_text(msg.as_object().expect("an object")).expect("a signed type")
+    }
+
     #[test]
     fn js_number_matches_the_examples() {
         assert_eq!(js_number(100.0), "100");
@@ -233,35 +247,40 @@ mod tests {
     fn msg_text_is_json_stringify_of_to_content_ts() {
         let msg = json!({"type":"MSG","to":"#general","content":"a/b \"q\" \u{1} é \u{2028}","ts":1764000000123u64,"sig":"x"});
         assert_eq!(
-            signing_text(&msg).unwrap(),
+            msg_signing_text(
+                "#general",
+                "a/b \"q\" \u{1} é \u{2028}",
+                Some(1764000000123)
+            ),
+            text(&msg)
+        );
+        assert_eq!(
+            text(&msg),
             "{\"to\":\"#general\",\"content\":\"a/b \\\"q\\\" \\u0001 é \u{2028}\",\"ts\":1764000000123}"
         );
         // An absent ts is left out, as JSON.stringify drops undefined.
         let msg = json!({"type":"MSG","to":"@abc","content":"hi"});
-        assert_eq!(
-            signing_text(&msg).unwrap(),
-            "{\"to\":\"@abc\",\"content\":\"hi\"}"
-        );
+        assert_eq!(text(&msg), "{\"to\":\"@abc\",\"content\":\"hi\"}");
     }
 
     #[test]
     fn proposal_text_uses_empty_strings_and_js_numbers() {
         let msg = json!({"type":"PROPOSAL","to":"@abc","task":"t","amount":1.5,"currency":"SOL","expires":300});
-        assert_eq!(signing_text(&msg).unwrap(), "@abc|t|1.5|SOL||300");
+        assert_eq!(text(&msg), "@abc|t|1.5|SOL||300");
         let msg = json!({"type":"PROPOSAL","to":"@abc","task":"t","amount":0,"payment_code":null,"expires":0});
-        assert_eq!(signing_text(&msg).unwrap(), "@abc|t||||");
+        assert_eq!(text(&msg), "@abc|t||||");
         let msg =
             json!({"type":"PROPOSAL","to":"@abc","task":"t","amount":100,"terms":"not signed"});
-        assert_eq!(signing_text(&msg).unwrap(), "@abc|t|100|||");
+        assert_eq!(text(&msg), "@abc|t|100|||");
         let msg =
             json!({"type":"PROPOSAL","to":"@abc","task":"t","amount":"12.50","currency":true});
-        assert_eq!(signing_text(&msg).unwrap(), "@abc|t|12.50|true||");
+        assert_eq!(text(&msg), "@abc|t|12.50|true||");
     }
 
     #[test]
     fn response_texts() {
         let id = "prop_x_1";
-        let t = |v: Value| signing_text(&v).unwrap();
+        let t = |v: Value| text(&v);
         assert_eq!(
             t(json!({"type":"ACCEPT","proposal_id":id,"payment_code":"pc"})),
             "ACCEPT|prop_x_1|pc"
@@ -282,7 +301,10 @@ mod tests {
             t(json!({"type":"DISPUTE","proposal_id":id,"reason":"late"})),
             "DISPUTE|prop_x_1|late"
         );
-        assert_eq!(signing_text(&json!({"type":"PING"})), None);
+        assert_eq!(
+            signing_text(json!({"type":"PING"}).as_object().unwrap()),
+            None
+        );
     }
 
     #[test]
@@ -312,7 +334,7 @@ mod tests {
                 // `message` was parsed from the text Node wrote, as the relay would.
                 let msg = &s["message"];
                 assert_eq!(
-                    signing_text(msg).as_deref(),
+                    signing_text(msg.as_object().expect("an object")).as_deref(),
                     s["signed"].as_str(),
                     "message {msg}"
                 );
