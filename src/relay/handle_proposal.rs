@@ -155,8 +155,8 @@ pub struct Actor<'a> {
     pub pubkey: Option<&'a str>,
 }
 
-/// Why a proposal message was turned down; the hub maps each to its ERROR
-/// code (SIGNATURE_REQUIRED, INVALID_SIGNATURE, AGENT_NOT_FOUND,
+/// Why a proposal message was turned down. `protocol` maps each to its
+/// ERROR code (SIGNATURE_REQUIRED, INVALID_SIGNATURE, AGENT_NOT_FOUND,
 /// INVALID_PROPOSAL with the reason as message).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refused {
@@ -170,16 +170,6 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The ERROR code on the wire.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refused::SignatureRequired(_) => "SIGNATURE_REQUIRED",
-            Refused::InvalidSignature(_) => "INVALID_SIGNATURE",
-            Refused::AgentNotFound(_) => "AGENT_NOT_FOUND",
-            Refused::Proposal(_) => "INVALID_PROPOSAL",
-        }
-    }
-
     /// The ERROR message. For INVALID_PROPOSAL it is the bare reason
     /// (`PROPOSAL_NOT_FOUND`, …), as 0.3.0 sends it.
     pub fn message(&self) -> String {
@@ -341,7 +331,14 @@ fn shown(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::relay::identity::Identity;
+    use crate::relay::protocol::Refusal;
     use serde_json::json;
+
+    impl Refused {
+        fn code(&self) -> &'static str {
+            Refusal::from(self.clone()).code.as_str()
+        }
+    }
 
     const T0: u64 = 1_764_000_000_000;
 
@@ -397,7 +394,7 @@ mod tests {
     #[test]
     fn full_lifecycle_routes_to_both_parties() {
         let (a, b) = (Party::new("a"), Party::new("b"));
-        let mut store = ProposalStore::new();
+        let mut store = ProposalStore::default();
         let raw = a.signed(json!({"type":"PROPOSAL","to":b.id,"task":"write docs","amount":2.5,"currency":"USDC","expires":300}));
         let r = send(&mut store, &a, raw, T0).unwrap();
         let f = frame(&r);
@@ -426,7 +423,7 @@ mod tests {
     #[test]
     fn reject_and_dispute_route_to_the_other_party() {
         let (a, b) = (Party::new("a"), Party::new("b"));
-        let mut store = ProposalStore::new();
+        let mut store = ProposalStore::default();
         let id = propose(&mut store, &a, &b, 300);
         let r = send(
             &mut store,
@@ -462,7 +459,7 @@ mod tests {
     #[test]
     fn forged_and_mismatched_signatures_are_refused() {
         let (a, b, eve) = (Party::new("a"), Party::new("b"), Party::new("e"));
-        let mut store = ProposalStore::new();
+        let mut store = ProposalStore::default();
         // Signed by Eve's key, sent from A's identity.
         let raw = eve.signed(json!({"type":"PROPOSAL","to":b.id,"task":"t"}));
         let e = send(&mut store, &a, raw, T0).unwrap_err();
@@ -498,7 +495,7 @@ mod tests {
     #[test]
     fn no_pubkey_means_signature_required() {
         let b = Party::new("b");
-        let mut store = ProposalStore::new();
+        let mut store = ProposalStore::default();
         let raw = b.signed(json!({"type":"PROPOSAL","to":"@x","task":"t"}));
         let req = Request::parse(&raw).unwrap();
         let anon = Actor {
@@ -512,7 +509,7 @@ mod tests {
     #[test]
     fn offline_target_is_agent_not_found() {
         let (a, b) = (Party::new("a"), Party::new("b"));
-        let mut store = ProposalStore::new();
+        let mut store = ProposalStore::default();
         let raw = a.signed(json!({"type":"PROPOSAL","to":b.id,"task":"t"}));
         let req = Request::parse(&raw).unwrap();
         let e = handle(&mut store, a.actor(), req, &raw, |_| false, T0).unwrap_err();
@@ -523,7 +520,7 @@ mod tests {
     #[test]
     fn store_refusals_become_invalid_proposal_with_the_reason() {
         let (a, b, eve) = (Party::new("a"), Party::new("b"), Party::new("e"));
-        let mut store = ProposalStore::new();
+        let mut store = ProposalStore::default();
         let refused = |store: &mut ProposalStore, who: &Party, msg: Value, now: u64| {
             let e = send(store, who, who.signed(msg), now).unwrap_err();
             assert_eq!(e.code(), "INVALID_PROPOSAL");

@@ -10,14 +10,16 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tungstenite::{Bytes, Utf8Bytes};
 
 use super::frame::SharedStream;
+use super::handle_proposal::{self, Actor};
+use super::proposals::ProposalStore;
 use super::protocol::{
-    AgentId, AgentName, ChannelInfo, ChannelName, ClientMsg, ErrorCode, ProposalKind, Refusal,
-    ServerMsg, Target,
+    AgentId, AgentName, ChannelInfo, ChannelName, ClientMsg, ErrorCode, Refusal, ServerMsg, Target,
 };
+use super::{identity, signing};
 use crate::util::{log_event, now_ms};
 
 /// Channels that exist from startup (0.3.0 creates these two).
@@ -59,7 +61,10 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn full(burst: f64, now: Instant) -> Self {
-        TokenBucket { tokens: burst, last: now }
+        TokenBucket {
+            tokens: burst,
+            last: now,
+        }
     }
 
     fn try_take(&mut self, now: Instant, burst: f64, per_sec: f64) -> bool {
@@ -78,7 +83,8 @@ impl TokenBucket {
 struct Agent {
     id: AgentId,
     name: AgentName,
-    /// Stored for identities and proposals (issue 7); shape-checked only.
+    /// The PEM sent with IDENTIFY (a valid Ed25519 key): signatures on this
+    /// agent's messages are verified against it (issue 7).
     pubkey: Option<String>,
 }
 
@@ -126,6 +132,7 @@ struct State {
     agents: HashMap<AgentId, ConnId>,
     channels: BTreeMap<ChannelName, Channel>,
     rng: u64,
+    proposals: ProposalStore,
 }
 
 /// Work left for after the lock is released, and peers to drop.
@@ -217,7 +224,9 @@ impl Hub {
     pub fn close_all(&self) {
         let mut st = self.lock();
         for conn in st.conns.values() {
-            let _ = conn.outbox.try_send(Out::Close(1001, "server shutting down"));
+            let _ = conn
+                .outbox
+                .try_send(Out::Close(1001, "server shutting down"));
         }
         st.conns.clear();
         st.agents.clear();
@@ -331,7 +340,10 @@ impl State {
                 Ok(())
             }
             ClientMsg::ListAgents { channel } => {
-                let ch = self.channels.get(&channel).ok_or_else(|| not_found(&channel))?;
+                let ch = self
+                    .channels
+                    .get(&channel)
+                    .ok_or_else(|| not_found(&channel))?;
                 if ch.invite_only && !ch.members.contains(&id) {
                     return Err(Refusal::new(
                         ErrorCode::NotInvited,
@@ -355,26 +367,57 @@ impl State {
                 self.send_msg(id, &ServerMsg::Pong {}, fx);
                 Ok(())
             }
-            ClientMsg::Proposal { kind, raw: _ } => {
-                // Proposals are issue 7: the checks that don't depend on
-                // them are made here so clients see the right codes already.
-                let agent = self.agent_of(id)?;
-                if agent.pubkey.is_none() {
-                    return Err(Refusal::new(
-                        ErrorCode::SignatureRequired,
-                        "Proposals require an identity with a pubkey",
-                    ));
-                }
-                let what = match kind {
-                    ProposalKind::Proposal => "PROPOSAL",
-                    ProposalKind::Accept => "ACCEPT",
-                    ProposalKind::Reject => "REJECT",
-                    ProposalKind::Complete => "COMPLETE",
-                    ProposalKind::Dispute => "DISPUTE",
-                };
-                Err(Refusal::invalid(format!("{what} is not supported yet")))
+            ClientMsg::Proposal { kind: _, raw } => self.handle_proposal(id, raw, fx),
+        }
+    }
+
+    /// PROPOSAL / ACCEPT / REJECT / COMPLETE / DISPUTE (issue 7): parsed,
+    /// verified and applied by `handle_proposal`; here only the lookups and
+    /// the delivery: to the other party if connected, and echoed to the actor.
+    fn handle_proposal(
+        &mut self,
+        id: ConnId,
+        raw: Map<String, Value>,
+        fx: &mut Effects,
+    ) -> Result<(), Refusal> {
+        // 0.3.0 checks the fields before anything else.
+        let req = handle_proposal::Request::parse(&raw).map_err(Refusal::invalid)?;
+        let kind = req.kind();
+        let agent = self.agent_of(id)?;
+        let (me, pubkey) = (agent.id.clone(), agent.pubkey.clone());
+        let actor = Actor {
+            id: me.as_str(),
+            pubkey: pubkey.as_deref(),
+        };
+        let agents = &self.agents;
+        let online = |a: &str| AgentId::parse(a).is_some_and(|a| agents.contains_key(&a));
+        let routed =
+            handle_proposal::handle(&mut self.proposals, actor, req, &raw, online, now_ms())
+                .inspect_err(|r| {
+                    if matches!(r, handle_proposal::Refused::InvalidSignature(_)) {
+                        fx.logs.push((
+                            "sig_verification_failed",
+                            json!({"conn": id, "agent": me.as_str(), "msg_type": kind}),
+                        ));
+                    }
+                })?;
+        let text: Utf8Bytes = routed.frame.into();
+        if let Some(dest) = routed
+            .notify
+            .as_deref()
+            .and_then(AgentId::parse)
+            .and_then(|a| self.agents.get(&a).copied())
+        {
+            if dest != id {
+                self.send(dest, Out::Text(text.clone()), fx);
             }
         }
+        self.send(id, Out::Text(text), fx);
+        fx.logs.push((
+            "proposal",
+            json!({"conn": id, "agent": me.as_str(), "msg_type": kind, "stored": self.proposals.len()}),
+        ));
+        Ok(())
     }
 
     fn handle_identify(
@@ -430,13 +473,24 @@ impl State {
         Ok(())
     }
 
-    fn handle_join(&mut self, id: ConnId, channel: ChannelName, fx: &mut Effects) -> Result<(), Refusal> {
+    fn handle_join(
+        &mut self,
+        id: ConnId,
+        channel: ChannelName,
+        fx: &mut Effects,
+    ) -> Result<(), Refusal> {
         let agent_id = self.agent_of(id)?.id.clone();
-        let ch = self.channels.get(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         if ch.invite_only && !ch.invited.contains(&agent_id) {
             return Err(Refusal::new(
                 ErrorCode::NotInvited,
-                format!("{} is invite-only and you are not invited", channel.as_str()),
+                format!(
+                    "{} is invite-only and you are not invited",
+                    channel.as_str()
+                ),
             ));
         }
         let already = ch.members.contains(&id);
@@ -459,7 +513,10 @@ impl State {
                 c.channels.push(channel.clone());
             }
         }
-        let ch = self.channels.get(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         let joined = ServerMsg::Joined {
             channel: channel.as_str(),
             agents: self.agent_ids(&ch.members),
@@ -486,9 +543,17 @@ impl State {
         Ok(())
     }
 
-    fn handle_leave(&mut self, id: ConnId, channel: ChannelName, fx: &mut Effects) -> Result<(), Refusal> {
+    fn handle_leave(
+        &mut self,
+        id: ConnId,
+        channel: ChannelName,
+        fx: &mut Effects,
+    ) -> Result<(), Refusal> {
         let agent_id = self.agent_of(id)?.id.clone();
-        let ch = self.channels.get_mut(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         let was_member = match ch.members.iter().position(|m| *m == id) {
             Some(i) => {
                 ch.members.swap_remove(i);
@@ -499,7 +564,13 @@ impl State {
         if let Some(c) = self.conns.get_mut(&id) {
             c.channels.retain(|c| *c != channel);
         }
-        self.send_msg(id, &ServerMsg::Left { channel: channel.as_str() }, fx);
+        self.send_msg(
+            id,
+            &ServerMsg::Left {
+                channel: channel.as_str(),
+            },
+            fx,
+        );
         if was_member {
             self.tell_left(&channel, agent_id.as_str(), fx);
             fx.logs.push((
@@ -538,6 +609,7 @@ impl State {
             return Err(auth_required());
         };
         let from = agent.id.clone();
+        let pubkey = agent.pubkey.clone();
         if !conn
             .bucket
             .try_take(Instant::now(), cfg.rate_burst, cfg.rate_per_sec)
@@ -546,6 +618,23 @@ impl State {
                 ErrorCode::RateLimited,
                 "Rate limit exceeded; slow down",
             ));
+        }
+        // Beyond 0.3.0 (issue 7): a signature from an agent whose pubkey we
+        // know must verify over what the protocol says MSG signs.
+        if let (Some(sig), Some(pem)) = (&sig, &pubkey) {
+            let text = signing::msg_signing_text(to.as_str(), &content, client_ts);
+            let ok = identity::parse_pubkey(pem).is_ok_and(|k| identity::verify(&k, &text, sig));
+            if !ok {
+                fx.logs.push((
+                    "sig_verification_failed",
+                    json!({"conn": id, "agent": from.as_str(), "msg_type": "MSG"}),
+                ));
+                return Err(Refusal::new(
+                    ErrorCode::InvalidSignature,
+                    "MSG signature does not verify against your pubkey \
+                     (it signs JSON.stringify({to, content, ts}) with the ts sent)",
+                ));
+            }
         }
         // A signature covers the client's `ts`, so a signed message keeps it;
         // otherwise the relay stamps its own clock.
@@ -654,7 +743,10 @@ impl State {
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
         let inviter = self.agent_of(id)?.id.clone();
-        let ch = self.channels.get_mut(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         if !ch.members.contains(&id) {
             return Err(Refusal::new(
                 ErrorCode::NotInvited,
@@ -773,7 +865,11 @@ mod tests {
         let bid = identify(&h, b, &rb);
         send(&h, a, r##"{"type":"JOIN","channel":"#general"}"##);
         for i in 0..5 {
-            send(&h, a, &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##));
+            send(
+                &h,
+                a,
+                &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##),
+            );
         }
         let got = drain(&ra);
         assert_eq!(got[0]["type"], "JOINED");
@@ -799,7 +895,11 @@ mod tests {
         send(&h, slow, r##"{"type":"JOIN","channel":"#general"}"##);
         send(&h, a, r##"{"type":"JOIN","channel":"#general"}"##);
         for i in 0..10 {
-            send(&h, a, &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##));
+            send(
+                &h,
+                a,
+                &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##),
+            );
         }
         let got = drain(&ra);
         let msgs = got.iter().filter(|v| v["type"] == "MSG").count();
@@ -819,7 +919,10 @@ mod tests {
         }
         let got = drain(&ra);
         assert_eq!(got.iter().filter(|v| v["type"] == "MSG").count(), 2);
-        assert_eq!(got.last().map(|v| v["code"].clone()), Some(json!("RATE_LIMITED")));
+        assert_eq!(
+            got.last().map(|v| v["code"].clone()),
+            Some(json!("RATE_LIMITED"))
+        );
     }
 
     #[test]

@@ -46,14 +46,27 @@ fn hex_prefix(text: &str, len: usize) -> String {
 }
 
 /// An Ed25519 public key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`), as
-/// IDENTIFY carries it. Anything else (another algorithm, a private key, bad
-/// base64 or DER) is refused.
+/// IDENTIFY carries it. The armour is read as leniently as Node's
+/// `createPublicKey` reads it (surrounding whitespace, CRLF, any line
+/// length); the DER inside must be an Ed25519 SPKI with a valid curve point.
+/// Anything else (another algorithm, a private key, bad base64) is refused.
 pub fn parse_pubkey(pem: &str) -> Result<VerifyingKey, String> {
+    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+    const END: &str = "-----END PUBLIC KEY-----";
     if pem.len() > 4096 {
         return Err("public key PEM is too long".into());
     }
-    VerifyingKey::from_public_key_pem(pem)
-        .map_err(|e| format!("not an Ed25519 public key in SPKI PEM form ({e})"))
+    let body = pem
+        .trim()
+        .strip_prefix(BEGIN)
+        .and_then(|r| r.strip_suffix(END))
+        .ok_or("not a PEM public key (-----BEGIN PUBLIC KEY----- … -----END PUBLIC KEY-----)")?;
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = STANDARD
+        .decode(b64)
+        .map_err(|_| "a PEM public key with bad base64".to_string())?;
+    VerifyingKey::from_public_key_der(&der)
+        .map_err(|e| format!("not an Ed25519 public key in SPKI form ({e})"))
 }
 
 /// Checks a base64 Ed25519 signature over `text`. Standard alphabet, padding
@@ -428,6 +441,27 @@ mod tests {
         assert!(parse_pubkey("hello").is_err());
         assert!(parse_pubkey("").is_err());
         assert!(parse_pubkey(&node.pubkey.replace("MCowBQYDK2Vw", "MCowBQYDK2Vx")).is_err());
+        // Armour variations Node accepts are accepted too.
+        let pem = &node.pubkey;
+        for variant in [
+            pem.trim_end().to_string(),
+            pem.replace('\n', "\r\n"),
+            format!("  {pem}\n\n"),
+            pem.replacen("MCowBQYD", "MCowBQYD\n", 1),
+        ] {
+            assert!(parse_pubkey(&variant).is_ok(), "{variant:?}");
+        }
+        // 32 bytes that are not a point on the curve.
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        der.extend([0xffu8; 32]);
+        der[12] = 0x02;
+        let not_a_point = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(&der)
+        );
+        assert!(parse_pubkey(&not_a_point).is_err());
         // An RSA key (from openssl) is not Ed25519.
         let rsa = "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf\n9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END PUBLIC KEY-----\n";
         assert!(parse_pubkey(rsa).is_err());

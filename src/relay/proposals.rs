@@ -363,14 +363,12 @@ pub struct ProposalStore {
 }
 
 impl ProposalStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+    /// How many proposals are held (live or kept for late lookups).
     pub fn len(&self) -> usize {
         self.proposals.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.proposals.is_empty()
     }
@@ -411,7 +409,9 @@ impl ProposalStore {
         Ok(self.proposals.entry(id).or_insert(proposal))
     }
 
-    /// A proposal by id, with its expiry applied.
+    /// A proposal by id, with its expiry applied (for tests; the relay
+    /// only reaches proposals through the transitions).
+    #[cfg(test)]
     pub fn get(&mut self, id: &str, now: u64) -> Option<&Proposal> {
         let p = self.proposals.get_mut(id)?;
         p.refresh(now);
@@ -587,7 +587,7 @@ mod tests {
     }
 
     fn store_with(expires: Option<f64>) -> (ProposalStore, String) {
-        let mut s = ProposalStore::new();
+        let mut s = ProposalStore::default();
         let id = s.create(offer(expires), T0).unwrap().id.clone();
         (s, id)
     }
@@ -651,7 +651,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique() {
-        let mut s = ProposalStore::new();
+        let mut s = ProposalStore::default();
         let ids: std::collections::HashSet<String> = (0..200)
             .map(|_| s.create(offer(None), T0).unwrap().id.clone())
             .collect();
@@ -721,7 +721,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_not_found() {
-        let mut s = ProposalStore::new();
+        let mut s = ProposalStore::default();
         let nf = ProposalError::NotFound;
         assert_eq!(
             s.accept("prop_x", BOB, "x".into(), Value::Null, T0)
@@ -906,7 +906,7 @@ mod tests {
 
     #[test]
     fn sweep_expires_then_forgets() {
-        let mut s = ProposalStore::new();
+        let mut s = ProposalStore::default();
         let short = s.create(offer(Some(1.0)), T0).unwrap().id.clone();
         let open = s.create(offer(None), T0).unwrap().id.clone();
         let done = s.create(offer(None), T0).unwrap().id.clone();
@@ -929,7 +929,7 @@ mod tests {
 
     #[test]
     fn sweep_if_due_waits_between_sweeps() {
-        let mut s = ProposalStore::new();
+        let mut s = ProposalStore::default();
         let id = s.create(offer(Some(-1.0)), T0).unwrap().id.clone();
         s.reject(&id, BOB, "r".into(), Value::Null, T0).unwrap_err();
         let later = T0 + RETENTION_MS + 1;
@@ -942,7 +942,7 @@ mod tests {
 
     #[test]
     fn the_store_is_capped() {
-        let mut s = ProposalStore::new();
+        let mut s = ProposalStore::default();
         for _ in 0..MAX_PROPOSALS {
             s.create(offer(None), T0).unwrap();
         }

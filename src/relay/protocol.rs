@@ -7,12 +7,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::handle_proposal::Refused;
+
 /// Message content limit, in JavaScript string length (UTF-16 code units),
 /// because 0.3.0 checks `content.length > 4096`.
 pub const MAX_CONTENT: usize = 4096;
 
-/// The ERROR codes this relay sends. Proposal codes (SIGNATURE_REQUIRED is
-/// already used; INVALID_PROPOSAL and friends) are added with proposals.
+/// The ERROR codes this relay sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     AuthRequired,
@@ -23,6 +24,11 @@ pub enum ErrorCode {
     AgentNotFound,
     ChannelExists,
     SignatureRequired,
+    /// A proposal action refused by the lifecycle; the message is the reason.
+    InvalidProposal,
+    /// Beyond 0.3.0: a signature that does not verify against the sender's
+    /// pubkey (issue 7).
+    InvalidSignature,
 }
 
 impl ErrorCode {
@@ -36,6 +42,8 @@ impl ErrorCode {
             ErrorCode::AgentNotFound => "AGENT_NOT_FOUND",
             ErrorCode::ChannelExists => "CHANNEL_EXISTS",
             ErrorCode::SignatureRequired => "SIGNATURE_REQUIRED",
+            ErrorCode::InvalidProposal => "INVALID_PROPOSAL",
+            ErrorCode::InvalidSignature => "INVALID_SIGNATURE",
         }
     }
 }
@@ -204,25 +212,22 @@ fn channel_field(obj: &Map<String, Value>) -> Result<ChannelName, Refusal> {
         .ok_or_else(|| Refusal::invalid("Invalid channel name"))
 }
 
-/// A PEM public key is accepted if it is an SPKI block whose DER is an
-/// Ed25519 key (RFC 8410: fixed 12-byte prefix + 32 key bytes). This is a
-/// shape check, not cryptography; signature checks live with proposals.
+/// A PEM public key is accepted if it is an Ed25519 SPKI key with a valid
+/// curve point, read as leniently as Node reads PEM (see `identity`).
 fn is_ed25519_pem(pem: &str) -> bool {
-    use base64::Engine;
-    const PREFIX: [u8; 12] = [
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    let Some(body) = pem
-        .trim()
-        .strip_prefix("-----BEGIN PUBLIC KEY-----")
-        .and_then(|r| r.strip_suffix("-----END PUBLIC KEY-----"))
-    else {
-        return false;
-    };
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    match base64::engine::general_purpose::STANDARD.decode(b64) {
-        Ok(der) => der.len() == 44 && der[..12] == PREFIX,
-        Err(_) => false,
+    super::identity::parse_pubkey(pem).is_ok()
+}
+
+impl From<Refused> for Refusal {
+    /// The one place a refused proposal message becomes an ERROR code.
+    fn from(r: Refused) -> Self {
+        let code = match r {
+            Refused::SignatureRequired(_) => ErrorCode::SignatureRequired,
+            Refused::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            Refused::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            Refused::Proposal(_) => ErrorCode::InvalidProposal,
+        };
+        Refusal::new(code, r.message())
     }
 }
 
@@ -315,11 +320,7 @@ fn parse_msg(mut obj: Map<String, Value>) -> Result<ClientMsg, Refusal> {
         Some(t) if t.starts_with('@') => Target::Agent(
             AgentId::parse(t).ok_or_else(|| Refusal::invalid("Invalid agent target"))?,
         ),
-        Some(_) => {
-            return Err(Refusal::invalid(
-                "Invalid target (must start with # or @)",
-            ))
-        }
+        Some(_) => return Err(Refusal::invalid("Invalid target (must start with # or @)")),
     };
     let content = match obj.remove("content") {
         Some(Value::String(s)) => s,
@@ -500,28 +501,53 @@ mod tests {
         assert_eq!(refused("[1]"), "Message must be a JSON object");
         assert_eq!(refused("{}"), "Missing message type");
         assert_eq!(refused(r#"{"type":"FLY"}"#), "Unknown message type: FLY");
-        assert_eq!(refused(r#"{"type":"IDENTIFY","name":"a b"}"#), "Invalid agent name");
-        assert_eq!(refused(r#"{"type":"JOIN","channel":"general"}"#), "Invalid channel name");
-        assert_eq!(refused(r#"{"type":"MSG","to":"x","content":"a"}"#), "Invalid target (must start with # or @)");
-        assert_eq!(refused(r##"{"type":"MSG","to":"#a"}"##), "Missing or invalid content");
+        assert_eq!(
+            refused(r#"{"type":"IDENTIFY","name":"a b"}"#),
+            "Invalid agent name"
+        );
+        assert_eq!(
+            refused(r#"{"type":"JOIN","channel":"general"}"#),
+            "Invalid channel name"
+        );
+        assert_eq!(
+            refused(r#"{"type":"MSG","to":"x","content":"a"}"#),
+            "Invalid target (must start with # or @)"
+        );
+        assert_eq!(
+            refused(r##"{"type":"MSG","to":"#a"}"##),
+            "Missing or invalid content"
+        );
         let long = "é".repeat(MAX_CONTENT + 1);
         assert_eq!(
-            refused(&format!(r##"{{"type":"MSG","to":"#a","content":"{long}"}}"##)),
+            refused(&format!(
+                r##"{{"type":"MSG","to":"#a","content":"{long}"}}"##
+            )),
             "Content too long (max 4096 chars)"
         );
         let ok = "é".repeat(MAX_CONTENT);
-        assert!(ClientMsg::parse(&format!(r##"{{"type":"MSG","to":"#a","content":"{ok}"}}"##)).is_ok());
+        assert!(
+            ClientMsg::parse(&format!(r##"{{"type":"MSG","to":"#a","content":"{ok}"}}"##)).is_ok()
+        );
         assert_eq!(
             refused(r#"{"type":"IDENTIFY","name":"a","pubkey":"nope"}"#),
             "Invalid public key format (must be Ed25519 PEM)"
         );
-        assert_eq!(refused(r##"{"type":"INVITE","channel":"#a","agent":"x"}"##), "Invalid agent target");
+        assert_eq!(
+            refused(r##"{"type":"INVITE","channel":"#a","agent":"x"}"##),
+            "Invalid agent target"
+        );
     }
 
     #[test]
     fn pubkey_ids_are_stable_sha256_prefixes() {
         let msg = serde_json::json!({"type":"IDENTIFY","name":"k","pubkey":PEM}).to_string();
-        assert!(matches!(ClientMsg::parse(&msg), Ok(ClientMsg::Identify { pubkey: Some(_), .. })));
+        assert!(matches!(
+            ClientMsg::parse(&msg),
+            Ok(ClientMsg::Identify {
+                pubkey: Some(_),
+                ..
+            })
+        ));
         let id = AgentId::from_pubkey(PEM);
         assert_eq!(id.as_str().len(), 9);
         assert_eq!(id, AgentId::from_pubkey(PEM));
