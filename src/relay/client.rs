@@ -13,6 +13,8 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
 use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
+use super::identity::Identity;
+use super::signing;
 
 /// Default port of the relay (as AgentChat 0.3.0).
 pub const DEFAULT_PORT: u16 = 6667;
@@ -217,7 +219,18 @@ impl Client {
 
     /// IDENTIFY and wait for WELCOME; returns our `@id`.
     pub fn identify(&mut self, name: &str) -> Result<String> {
-        self.send(&json!({"type": "IDENTIFY", "name": name}))?;
+        self.identify_with_pubkey(name, None)
+    }
+
+    /// IDENTIFY, with the identity's public key PEM if given (the relay then
+    /// derives our stable id from it and checks our signatures), and wait
+    /// for WELCOME; returns our `@id`.
+    pub fn identify_with_pubkey(&mut self, name: &str, pubkey: Option<&str>) -> Result<String> {
+        let mut msg = json!({"type": "IDENTIFY", "name": name});
+        if let Some(pem) = pubkey {
+            msg["pubkey"] = json!(pem);
+        }
+        self.send(&msg)?;
         loop {
             let v = check(self.recv()?)?;
             if v["type"] == "WELCOME" {
@@ -263,10 +276,28 @@ impl Client {
 
 /// Connects and identifies as `name`: what most commands start with.
 pub fn open(server: &str, name: &str) -> Result<Client> {
+    open_as(server, name, None)
+}
+
+/// Connects and identifies as `name`, with `identity`'s public key if given
+/// (issue 7: `--identity F`).
+pub fn open_as(server: &str, name: &str, identity: Option<&Identity>) -> Result<Client> {
     let mut c = Client::connect(server)?;
     c.set_timeout(Some(Duration::from_secs(10)));
-    c.identify(name)?;
+    c.identify_with_pubkey(name, identity.map(|i| i.pubkey.as_str()))?;
     Ok(c)
+}
+
+/// A MSG as AgentChat 0.3.0's client builds it: with an identity it adds
+/// `ts` (now, Unix ms) and `sig` over `JSON.stringify({to, content, ts})`.
+pub fn msg(to: &str, content: &str, identity: Option<&Identity>) -> Value {
+    let mut m = json!({"type": "MSG", "to": to, "content": content});
+    if let Some(id) = identity {
+        let ts = crate::util::now_ms();
+        m["ts"] = json!(ts);
+        m["sig"] = json!(id.sign(&signing::msg_signing_text(to, content, Some(ts))));
+    }
+    m
 }
 
 #[cfg(test)]
@@ -280,5 +311,20 @@ mod tests {
         assert_eq!(normalize_url("h").ok(), Some("ws://h:6667".into()));
         assert!(normalize_url("wss://h").is_err());
         assert!(normalize_url("http://h").is_err());
+    }
+
+    #[test]
+    fn signed_msgs_verify() {
+        let id = Identity::generate("t").unwrap();
+        let m = msg("#general", "héllo \"x\"", Some(&id));
+        let text = signing::signing_text(m.as_object().unwrap()).unwrap();
+        let key = crate::relay::identity::parse_pubkey(&id.pubkey).unwrap();
+        assert!(crate::relay::identity::verify(
+            &key,
+            &text,
+            m["sig"].as_str().unwrap()
+        ));
+        let plain = msg("#general", "hi", None);
+        assert!(plain.get("sig").is_none() && plain.get("ts").is_none());
     }
 }
