@@ -36,7 +36,9 @@ fn relay_welcome_lists_and_ping() {
     let id = v["agent_id"].as_str().unwrap();
     assert_eq!(id.len(), 9);
     assert!(id.starts_with('@'));
-    assert!(id[1..].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert!(id[1..]
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     // A second IDENTIFY on one connection is refused; the connection lives.
     c.send(json!({"type": "IDENTIFY", "name": "again"}));
     c.expect_error("INVALID_MSG");
@@ -74,7 +76,10 @@ fn relay_join_leave_and_channel_messages() {
     want.sort();
     assert_eq!(agents, want);
     let v = a.expect("AGENT_JOINED");
-    assert_eq!((v["channel"].as_str(), v["agent"].as_str()), (Some("#general"), Some(bid.as_str())));
+    assert_eq!(
+        (v["channel"].as_str(), v["agent"].as_str()),
+        (Some("#general"), Some(bid.as_str()))
+    );
 
     // A channel message reaches every member, the sender included.
     a.msg("#general", "hello all");
@@ -87,17 +92,25 @@ fn relay_join_leave_and_channel_messages() {
         assert!(v.get("sig").is_none());
     }
     // A signature is relayed, with the client's ts it covers.
-    a.send(json!({"type": "MSG", "to": "#general", "content": "signed", "sig": "c2ln", "ts": 1234}));
+    a.send(
+        json!({"type": "MSG", "to": "#general", "content": "signed", "sig": "c2ln", "ts": 1234}),
+    );
     for c in [&mut a, &mut b] {
         let v = c.expect("MSG");
-        assert_eq!((v["sig"].as_str(), v["ts"].as_u64()), (Some("c2ln"), Some(1234)));
+        assert_eq!(
+            (v["sig"].as_str(), v["ts"].as_u64()),
+            (Some("c2ln"), Some(1234))
+        );
     }
 
     // LEAVE: the leaver gets LEFT, the others AGENT_LEFT.
     b.send(json!({"type": "LEAVE", "channel": "#general"}));
     assert_eq!(b.expect("LEFT")["channel"], "#general");
     let v = a.expect("AGENT_LEFT");
-    assert_eq!((v["channel"].as_str(), v["agent"].as_str()), (Some("#general"), Some(bid.as_str())));
+    assert_eq!(
+        (v["channel"].as_str(), v["agent"].as_str()),
+        (Some("#general"), Some(bid.as_str()))
+    );
     // Not a member any more: posting is refused.
     b.msg("#general", "let me in");
     b.expect_error("NOT_INVITED");
@@ -116,7 +129,10 @@ fn relay_direct_messages_are_delivered_and_echoed() {
     a.msg(&bid, "psst");
     for c in [&mut b, &mut a] {
         let v = c.expect("MSG");
-        assert_eq!((v["from"].as_str(), v["to"].as_str()), (Some(aid.as_str()), Some(bid.as_str())));
+        assert_eq!(
+            (v["from"].as_str(), v["to"].as_str()),
+            (Some(aid.as_str()), Some(bid.as_str()))
+        );
         assert_eq!(v["content"], "psst");
     }
     a.msg("@nobody99", "hello?");
@@ -187,13 +203,19 @@ fn relay_error_codes() {
     a.expect_error("CHANNEL_EXISTS");
     a.send(json!({"type": "CREATE_CHANNEL", "channel": "#mine"}));
     let v = a.expect("JOINED");
-    assert_eq!((v["channel"].as_str(), v["agents"].clone()), (Some("#mine"), json!([aid])));
+    assert_eq!(
+        (v["channel"].as_str(), v["agents"].clone()),
+        (Some("#mine"), json!([aid]))
+    );
     a.send(json!({"type": "CREATE_CHANNEL", "channel": "#mine"}));
     a.expect_error("CHANNEL_EXISTS");
     // Public channels created by agents are listed with their members.
     a.send(json!({"type": "LIST_CHANNELS"}));
     let v = a.expect("CHANNELS");
-    assert!(v["list"].as_array().unwrap().contains(&json!({"name": "#mine", "agents": 1})));
+    assert!(v["list"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "#mine", "agents": 1})));
     a.msg("@nobody", "x");
     a.expect_error("AGENT_NOT_FOUND");
     // Proposals need a pubkey identity; with one they are not built yet.
@@ -211,7 +233,10 @@ fn relay_error_codes() {
     for t in ["ACCEPT", "REJECT", "COMPLETE", "DISPUTE", "PROPOSAL"] {
         k.send(json!({"type": t, "proposal_id": "p", "reason": "r", "to": "@x", "task": "t", "sig": "s"}));
         let e = k.expect_error("INVALID_MSG");
-        assert!(e["message"].as_str().unwrap().contains("not supported yet"), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("not supported yet"),
+            "{e}"
+        );
     }
     // The same key cannot be connected twice.
     let mut k2 = relay.client();
@@ -248,7 +273,10 @@ fn relay_invite_only_channels() {
     owner.send(json!({"type": "INVITE", "channel": "#secret", "agent": gid}));
     owner.ping();
     let v = guest.expect("MSG");
-    assert_eq!((v["from"].as_str(), v["to"].as_str()), (Some(oid.as_str()), Some(gid.as_str())));
+    assert_eq!(
+        (v["from"].as_str(), v["to"].as_str()),
+        (Some(oid.as_str()), Some(gid.as_str()))
+    );
     assert!(v["content"].as_str().unwrap().contains("#secret"));
     let j = guest.join("#secret");
     assert_eq!(j["agents"].as_array().unwrap().len(), 2);
@@ -378,7 +406,11 @@ fn relay_bad_input_is_answered_and_survived() {
     ] {
         c.send(m.clone());
         let e = c.recv();
-        assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("ERROR"), Some("INVALID_MSG")), "{m} -> {e}");
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("ERROR"), Some("INVALID_MSG")),
+            "{m} -> {e}"
+        );
     }
     // MSG before IDENTIFY (well-formed) is AUTH_REQUIRED.
     c.msg("#general", "hi");

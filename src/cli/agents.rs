@@ -17,15 +17,26 @@ example:
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
-    let name: Option<String> = args.opt_value_from_str("--name").map_err(arg_error(USAGE))?;
+    let name: Option<String> = args
+        .opt_value_from_str("--name")
+        .map_err(arg_error(USAGE))?;
     let server: String = positional(&mut args, USAGE, "server")?;
     let channel: String = positional(&mut args, USAGE, "channel")?;
     finish(args, USAGE)?;
-    if name.as_deref().is_some_and(|n| AgentName::parse(n).is_none()) {
-        return Err(usage_error(USAGE, "--name must be 1-32 chars of A-Z a-z 0-9 _ -"));
+    if name
+        .as_deref()
+        .is_some_and(|n| AgentName::parse(n).is_none())
+    {
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
     }
     if ChannelName::parse(&channel).is_none() {
-        return Err(usage_error(USAGE, format!("bad <channel> '{channel}': use #name")));
+        return Err(usage_error(
+            USAGE,
+            format!("bad <channel> '{channel}': use #name"),
+        ));
     }
     let mut client = Client::connect(&server)?;
     client.set_timeout(Some(std::time::Duration::from_secs(10)));

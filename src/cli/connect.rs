@@ -49,7 +49,10 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let server: String = positional(&mut args, USAGE, "server")?;
     finish(args, USAGE)?;
     if AgentName::parse(&name).is_none() {
-        return Err(usage_error(USAGE, "--name must be 1-32 chars of A-Z a-z 0-9 _ -"));
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
     }
     let mut channels = Vec::new();
     for j in &joins {
@@ -201,7 +204,9 @@ fn command(line: &str, current: &mut Option<ChannelName>) -> Action {
                 None => Action::Say("usage: /agents #channel".into()),
             }
         }
-        _ => Action::Say("commands: /join #c, /leave #c, /dm @id msg, /channels, /agents [#c], /quit".into()),
+        _ => Action::Say(
+            "commands: /join #c, /leave #c, /dm @id msg, /channels, /agents [#c], /quit".into(),
+        ),
     }
 }
 
@@ -210,10 +215,18 @@ fn show(v: &Value) {
     let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
     let line = match v["type"].as_str().unwrap_or("") {
         "MSG" => {
-            let replay = if v["replay"] == true { " (earlier)" } else { "" };
+            let replay = if v["replay"] == true {
+                " (earlier)"
+            } else {
+                ""
+            };
             format!("[{}] {}: {}{}", s("to"), s("from"), s("content"), replay)
         }
-        "JOINED" => format!("* joined {} ({} here)", s("channel"), v["agents"].as_array().map_or(0, Vec::len)),
+        "JOINED" => format!(
+            "* joined {} ({} here)",
+            s("channel"),
+            v["agents"].as_array().map_or(0, Vec::len)
+        ),
         "LEFT" => format!("* left {}", s("channel")),
         "AGENT_JOINED" => format!("* {} joined {}", s("agent"), s("channel")),
         "AGENT_LEFT" => format!("* {} left {}", s("agent"), s("channel")),
@@ -227,7 +240,12 @@ fn show(v: &Value) {
             format!("* channels: {}", list.join(", "))
         }
         "AGENTS" => {
-            let list: Vec<&str> = v["list"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let list: Vec<&str> = v["list"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             format!("* in {}: {}", s("channel"), list.join(" "))
         }
         "ERROR" => format!("! {}: {}", s("code"), s("message")),

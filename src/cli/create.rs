@@ -34,17 +34,29 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let channel: String = positional(&mut args, USAGE, "channel")?;
     finish(args, USAGE)?;
     if AgentName::parse(&name).is_none() {
-        return Err(usage_error(USAGE, "--name must be 1-32 chars of A-Z a-z 0-9 _ -"));
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
     }
     if ChannelName::parse(&channel).is_none() {
-        return Err(usage_error(USAGE, format!("bad <channel> '{channel}': # and 1-31 chars of A-Z a-z 0-9 _ -")));
+        return Err(usage_error(
+            USAGE,
+            format!("bad <channel> '{channel}': # and 1-31 chars of A-Z a-z 0-9 _ -"),
+        ));
     }
     let mut client = open(&server, &name)?;
-    let got = client.request(&json!({"type": "CREATE_CHANNEL", "channel": channel, "invite_only": private}))?;
+    let got = client
+        .request(&json!({"type": "CREATE_CHANNEL", "channel": channel, "invite_only": private}))?;
     let me = client.agent_id().unwrap_or_default().to_string();
     client.close();
-    if !got.iter().any(|v| v["type"] == "JOINED" && v["channel"] == channel.as_str()) {
-        return Err(CliError::Failed("the relay did not confirm the channel".into()));
+    if !got
+        .iter()
+        .any(|v| v["type"] == "JOINED" && v["channel"] == channel.as_str())
+    {
+        return Err(CliError::Failed(
+            "the relay did not confirm the channel".into(),
+        ));
     }
     print_json(&json!({"channel": channel, "invite_only": private, "agent_id": me}))?;
     Ok(())

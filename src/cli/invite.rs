@@ -31,13 +31,22 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let agent: String = positional(&mut args, USAGE, "agent")?;
     finish(args, USAGE)?;
     if AgentName::parse(&name).is_none() {
-        return Err(usage_error(USAGE, "--name must be 1-32 chars of A-Z a-z 0-9 _ -"));
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
     }
     if ChannelName::parse(&channel).is_none() {
-        return Err(usage_error(USAGE, format!("bad <channel> '{channel}': use #name")));
+        return Err(usage_error(
+            USAGE,
+            format!("bad <channel> '{channel}': use #name"),
+        ));
     }
     if AgentId::parse(&agent).is_none() {
-        return Err(usage_error(USAGE, format!("bad <agent> '{agent}': use @agent-id")));
+        return Err(usage_error(
+            USAGE,
+            format!("bad <agent> '{agent}': use @agent-id"),
+        ));
     }
     let mut client = open(&server, &name)?;
     client.request(&json!({"type": "JOIN", "channel": channel}))?;

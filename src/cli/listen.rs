@@ -30,7 +30,10 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .map_err(&e)?
         .unwrap_or_else(|| "listener".into());
     let max: Option<u64> = args.opt_value_from_str("--max-messages").map_err(&e)?;
-    let mut rest = args.finish().into_iter().map(|a| a.to_string_lossy().into_owned());
+    let mut rest = args
+        .finish()
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned());
     let Some(server) = rest.next() else {
         return Err(usage_error(USAGE, "missing <server>"));
     };
@@ -48,7 +51,10 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         channels.push(ChannelName::parse("#general").expect("valid default channel"));
     }
     if AgentName::parse(&name).is_none() {
-        return Err(usage_error(USAGE, "--name must be 1-32 chars of A-Z a-z 0-9 _ -"));
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
     }
 
     let mut client = open(&server, &name)?;

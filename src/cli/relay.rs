@@ -42,21 +42,42 @@ fn hostname() -> String {
 
 fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
     let e = arg_error(USAGE);
-    let port: u16 = args.opt_value_from_str("--port").map_err(&e)?.unwrap_or(6667);
+    let port: u16 = args
+        .opt_value_from_str("--port")
+        .map_err(&e)?
+        .unwrap_or(6667);
     let host: String = args
         .opt_value_from_str("--host")
         .map_err(&e)?
         .unwrap_or_else(|| "0.0.0.0".into());
-    let name: String = args.opt_value_from_str("--name").map_err(&e)?.unwrap_or_else(hostname);
-    let buffer_size: usize = args.opt_value_from_str("--buffer-size").map_err(&e)?.unwrap_or(20);
-    let rate_burst: f64 = args.opt_value_from_str("--rate-burst").map_err(&e)?.unwrap_or(10.0);
-    let rate_per_sec: f64 = args.opt_value_from_str("--rate-per-sec").map_err(&e)?.unwrap_or(1.0);
+    let name: String = args
+        .opt_value_from_str("--name")
+        .map_err(&e)?
+        .unwrap_or_else(hostname);
+    let buffer_size: usize = args
+        .opt_value_from_str("--buffer-size")
+        .map_err(&e)?
+        .unwrap_or(20);
+    let rate_burst: f64 = args
+        .opt_value_from_str("--rate-burst")
+        .map_err(&e)?
+        .unwrap_or(10.0);
+    let rate_per_sec: f64 = args
+        .opt_value_from_str("--rate-per-sec")
+        .map_err(&e)?
+        .unwrap_or(1.0);
     let max_connections: usize = args
         .opt_value_from_str("--max-connections")
         .map_err(&e)?
         .unwrap_or(10_000);
-    let max_frame: usize = args.opt_value_from_str("--max-frame").map_err(&e)?.unwrap_or(65_536);
-    let outbox: usize = args.opt_value_from_str("--outbox").map_err(&e)?.unwrap_or(1024);
+    let max_frame: usize = args
+        .opt_value_from_str("--max-frame")
+        .map_err(&e)?
+        .unwrap_or(65_536);
+    let outbox: usize = args
+        .opt_value_from_str("--outbox")
+        .map_err(&e)?
+        .unwrap_or(1024);
     let log_messages = args.contains("--log-messages");
     finish(args, USAGE)?;
 
@@ -76,10 +97,16 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
         return Err(usage_error(USAGE, "--max-connections must be at least 1"));
     }
     if !(1024..=16 << 20).contains(&max_frame) {
-        return Err(usage_error(USAGE, "--max-frame must be between 1024 and 16777216"));
+        return Err(usage_error(
+            USAGE,
+            "--max-frame must be between 1024 and 16777216",
+        ));
     }
     if !(16..=1 << 20).contains(&outbox) {
-        return Err(usage_error(USAGE, "--outbox must be between 16 and 1048576"));
+        return Err(usage_error(
+            USAGE,
+            "--outbox must be between 16 and 1048576",
+        ));
     }
     Ok(ServerConfig {
         host,

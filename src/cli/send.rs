@@ -31,11 +31,17 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let message: String = positional(&mut args, USAGE, "message")?;
     finish(args, USAGE)?;
     if AgentName::parse(&name).is_none() {
-        return Err(usage_error(USAGE, "--name must be 1-32 chars of A-Z a-z 0-9 _ -"));
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
     }
     let channel = ChannelName::parse(&target);
     if channel.is_none() && AgentId::parse(&target).is_none() {
-        return Err(usage_error(USAGE, format!("bad <target> '{target}': use #channel or @agent-id")));
+        return Err(usage_error(
+            USAGE,
+            format!("bad <target> '{target}': use #channel or @agent-id"),
+        ));
     }
 
     let mut client = open(&server, &name)?;
@@ -53,6 +59,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             print_json(&v)?;
             Ok(())
         }
-        None => Err(CliError::Failed("the relay did not confirm the message".into())),
+        None => Err(CliError::Failed(
+            "the relay did not confirm the message".into(),
+        )),
     }
 }

@@ -71,7 +71,9 @@ pub fn normalize_url(server: &str) -> Result<String> {
         .parse()
         .map_err(|e| ClientError::Address(format!("bad server address '{server}': {e}")))?;
     if uri.host().is_none_or(str::is_empty) {
-        return Err(ClientError::Address(format!("bad server address '{server}': no host")));
+        return Err(ClientError::Address(format!(
+            "bad server address '{server}': no host"
+        )));
     }
     Ok(url)
 }
@@ -131,8 +133,9 @@ impl Client {
         let _ = tcp.set_read_timeout(Some(CONNECT_TIMEOUT));
         let stream = SharedStream::new(tcp);
         let config = WebSocketConfig::default().read_buffer_size(1024);
-        let (writer, _resp) = tungstenite::client::client_with_config(url.as_str(), stream.clone(), Some(config))
-            .map_err(|e| fail(format!("WebSocket handshake failed: {e}")))?;
+        let (writer, _resp) =
+            tungstenite::client::client_with_config(url.as_str(), stream.clone(), Some(config))
+                .map_err(|e| fail(format!("WebSocket handshake failed: {e}")))?;
         let _ = stream.0.set_read_timeout(None);
         let reader = FrameReader::new(stream.clone(), Role::Client, MAX_INCOMING);
         Ok(Client {
@@ -170,7 +173,9 @@ impl Client {
             match self.reader.next() {
                 Ok(Incoming::Text(t)) => match serde_json::from_str(&t) {
                     Ok(v) => return Ok(Event::Msg(v)),
-                    Err(_) => return Err(ClientError::Unexpected("a frame that is not JSON".into())),
+                    Err(_) => {
+                        return Err(ClientError::Unexpected("a frame that is not JSON".into()))
+                    }
                 },
                 Ok(Incoming::Ping(p)) => return Ok(Event::Ping(p)),
                 Ok(Incoming::Close(c)) => {
@@ -179,10 +184,19 @@ impl Client {
                 }
                 Ok(Incoming::Pong) => {}
                 Ok(Incoming::Binary | Incoming::BadUtf8 | Incoming::TooBig(_)) => {
-                    return Err(ClientError::Unexpected("a non-text or oversized frame".into()))
+                    return Err(ClientError::Unexpected(
+                        "a non-text or oversized frame".into(),
+                    ))
                 }
-                Err(ReadError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return Err(ClientError::Closed("timed out waiting for the relay".into()))
+                Err(ReadError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(ClientError::Closed(
+                        "timed out waiting for the relay".into(),
+                    ))
                 }
                 Err(e) => return Err(ClientError::Closed(e.to_string())),
             }

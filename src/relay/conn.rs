@@ -49,7 +49,10 @@ pub fn serve(hub: Arc<Hub>, stream: TcpStream, limits: Limits) {
     let ws = match tungstenite::accept_with_config(shared.clone(), Some(config)) {
         Ok(ws) => ws,
         Err(e) => {
-            log_event("handshake_failed", json!({"peer": peer, "error": e.to_string()}));
+            log_event(
+                "handshake_failed",
+                json!({"peer": peer, "error": e.to_string()}),
+            );
             return;
         }
     };

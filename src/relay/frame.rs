@@ -190,9 +190,15 @@ impl<R: Read> FrameReader<R> {
         let mut partial = match (opcode, self.partial.take()) {
             (0x0, Some(p)) => p,
             (0x0, None) => return Err(ReadError::Protocol("continuation without a message")),
-            (0x1 | 0x2, Some(_)) => return Err(ReadError::Protocol("new message inside a fragmented one")),
+            (0x1 | 0x2, Some(_)) => {
+                return Err(ReadError::Protocol("new message inside a fragmented one"))
+            }
             (0x1 | 0x2, None) => {
-                let kind = if opcode == 0x1 { Kind::Text } else { Kind::Binary };
+                let kind = if opcode == 0x1 {
+                    Kind::Text
+                } else {
+                    Kind::Binary
+                };
                 Partial {
                     kind,
                     len: 0,
@@ -293,7 +299,10 @@ mod tests {
         b.extend(frame(true, 0, b"lo"));
         assert_eq!(
             read_all(b, 100),
-            vec![Incoming::Ping(b"p".to_vec()), Incoming::Text("hello".into())]
+            vec![
+                Incoming::Ping(b"p".to_vec()),
+                Incoming::Text("hello".into())
+            ]
         );
     }
 

@@ -59,7 +59,10 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn full(burst: f64, now: Instant) -> Self {
-        TokenBucket { tokens: burst, last: now }
+        TokenBucket {
+            tokens: burst,
+            last: now,
+        }
     }
 
     fn try_take(&mut self, now: Instant, burst: f64, per_sec: f64) -> bool {
@@ -213,7 +216,9 @@ impl Hub {
     pub fn close_all(&self) {
         let mut st = self.lock();
         for conn in st.conns.values() {
-            let _ = conn.outbox.try_send(Out::Close(1001, "server shutting down"));
+            let _ = conn
+                .outbox
+                .try_send(Out::Close(1001, "server shutting down"));
         }
         st.conns.clear();
         st.agents.clear();
@@ -327,7 +332,10 @@ impl State {
                 Ok(())
             }
             ClientMsg::ListAgents { channel } => {
-                let ch = self.channels.get(&channel).ok_or_else(|| not_found(&channel))?;
+                let ch = self
+                    .channels
+                    .get(&channel)
+                    .ok_or_else(|| not_found(&channel))?;
                 if ch.invite_only && !ch.members.contains(&id) {
                     return Err(Refusal::new(
                         ErrorCode::NotInvited,
@@ -426,13 +434,24 @@ impl State {
         Ok(())
     }
 
-    fn handle_join(&mut self, id: ConnId, channel: ChannelName, fx: &mut Effects) -> Result<(), Refusal> {
+    fn handle_join(
+        &mut self,
+        id: ConnId,
+        channel: ChannelName,
+        fx: &mut Effects,
+    ) -> Result<(), Refusal> {
         let agent_id = self.agent_of(id)?.id.clone();
-        let ch = self.channels.get(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         if ch.invite_only && !ch.invited.contains(&agent_id) {
             return Err(Refusal::new(
                 ErrorCode::NotInvited,
-                format!("{} is invite-only and you are not invited", channel.as_str()),
+                format!(
+                    "{} is invite-only and you are not invited",
+                    channel.as_str()
+                ),
             ));
         }
         let already = ch.members.contains(&id);
@@ -455,7 +474,10 @@ impl State {
                 c.channels.push(channel.clone());
             }
         }
-        let ch = self.channels.get(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         let joined = ServerMsg::Joined {
             channel: channel.as_str(),
             agents: self.agent_ids(&ch.members),
@@ -482,9 +504,17 @@ impl State {
         Ok(())
     }
 
-    fn handle_leave(&mut self, id: ConnId, channel: ChannelName, fx: &mut Effects) -> Result<(), Refusal> {
+    fn handle_leave(
+        &mut self,
+        id: ConnId,
+        channel: ChannelName,
+        fx: &mut Effects,
+    ) -> Result<(), Refusal> {
         let agent_id = self.agent_of(id)?.id.clone();
-        let ch = self.channels.get_mut(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         let was_member = match ch.members.iter().position(|m| *m == id) {
             Some(i) => {
                 ch.members.swap_remove(i);
@@ -495,7 +525,13 @@ impl State {
         if let Some(c) = self.conns.get_mut(&id) {
             c.channels.retain(|c| *c != channel);
         }
-        self.send_msg(id, &ServerMsg::Left { channel: channel.as_str() }, fx);
+        self.send_msg(
+            id,
+            &ServerMsg::Left {
+                channel: channel.as_str(),
+            },
+            fx,
+        );
         if was_member {
             self.tell_left(&channel, agent_id.as_str(), fx);
             fx.logs.push((
@@ -650,7 +686,10 @@ impl State {
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
         let inviter = self.agent_of(id)?.id.clone();
-        let ch = self.channels.get_mut(&channel).ok_or_else(|| not_found(&channel))?;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or_else(|| not_found(&channel))?;
         if !ch.members.contains(&id) {
             return Err(Refusal::new(
                 ErrorCode::NotInvited,
@@ -769,7 +808,11 @@ mod tests {
         let bid = identify(&h, b, &rb);
         send(&h, a, r##"{"type":"JOIN","channel":"#general"}"##);
         for i in 0..5 {
-            send(&h, a, &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##));
+            send(
+                &h,
+                a,
+                &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##),
+            );
         }
         let got = drain(&ra);
         assert_eq!(got[0]["type"], "JOINED");
@@ -795,7 +838,11 @@ mod tests {
         send(&h, slow, r##"{"type":"JOIN","channel":"#general"}"##);
         send(&h, a, r##"{"type":"JOIN","channel":"#general"}"##);
         for i in 0..10 {
-            send(&h, a, &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##));
+            send(
+                &h,
+                a,
+                &format!(r##"{{"type":"MSG","to":"#general","content":"m{i}"}}"##),
+            );
         }
         let got = drain(&ra);
         let msgs = got.iter().filter(|v| v["type"] == "MSG").count();
@@ -815,7 +862,10 @@ mod tests {
         }
         let got = drain(&ra);
         assert_eq!(got.iter().filter(|v| v["type"] == "MSG").count(), 2);
-        assert_eq!(got.last().map(|v| v["code"].clone()), Some(json!("RATE_LIMITED")));
+        assert_eq!(
+            got.last().map(|v| v["code"].clone()),
+            Some(json!("RATE_LIMITED"))
+        );
     }
 
     #[test]

@@ -315,11 +315,7 @@ fn parse_msg(mut obj: Map<String, Value>) -> Result<ClientMsg, Refusal> {
         Some(t) if t.starts_with('@') => Target::Agent(
             AgentId::parse(t).ok_or_else(|| Refusal::invalid("Invalid agent target"))?,
         ),
-        Some(_) => {
-            return Err(Refusal::invalid(
-                "Invalid target (must start with # or @)",
-            ))
-        }
+        Some(_) => return Err(Refusal::invalid("Invalid target (must start with # or @)")),
     };
     let content = match obj.remove("content") {
         Some(Value::String(s)) => s,
@@ -500,28 +496,53 @@ mod tests {
         assert_eq!(refused("[1]"), "Message must be a JSON object");
         assert_eq!(refused("{}"), "Missing message type");
         assert_eq!(refused(r#"{"type":"FLY"}"#), "Unknown message type: FLY");
-        assert_eq!(refused(r#"{"type":"IDENTIFY","name":"a b"}"#), "Invalid agent name");
-        assert_eq!(refused(r#"{"type":"JOIN","channel":"general"}"#), "Invalid channel name");
-        assert_eq!(refused(r#"{"type":"MSG","to":"x","content":"a"}"#), "Invalid target (must start with # or @)");
-        assert_eq!(refused(r##"{"type":"MSG","to":"#a"}"##), "Missing or invalid content");
+        assert_eq!(
+            refused(r#"{"type":"IDENTIFY","name":"a b"}"#),
+            "Invalid agent name"
+        );
+        assert_eq!(
+            refused(r#"{"type":"JOIN","channel":"general"}"#),
+            "Invalid channel name"
+        );
+        assert_eq!(
+            refused(r#"{"type":"MSG","to":"x","content":"a"}"#),
+            "Invalid target (must start with # or @)"
+        );
+        assert_eq!(
+            refused(r##"{"type":"MSG","to":"#a"}"##),
+            "Missing or invalid content"
+        );
         let long = "é".repeat(MAX_CONTENT + 1);
         assert_eq!(
-            refused(&format!(r##"{{"type":"MSG","to":"#a","content":"{long}"}}"##)),
+            refused(&format!(
+                r##"{{"type":"MSG","to":"#a","content":"{long}"}}"##
+            )),
             "Content too long (max 4096 chars)"
         );
         let ok = "é".repeat(MAX_CONTENT);
-        assert!(ClientMsg::parse(&format!(r##"{{"type":"MSG","to":"#a","content":"{ok}"}}"##)).is_ok());
+        assert!(
+            ClientMsg::parse(&format!(r##"{{"type":"MSG","to":"#a","content":"{ok}"}}"##)).is_ok()
+        );
         assert_eq!(
             refused(r#"{"type":"IDENTIFY","name":"a","pubkey":"nope"}"#),
             "Invalid public key format (must be Ed25519 PEM)"
         );
-        assert_eq!(refused(r##"{"type":"INVITE","channel":"#a","agent":"x"}"##), "Invalid agent target");
+        assert_eq!(
+            refused(r##"{"type":"INVITE","channel":"#a","agent":"x"}"##),
+            "Invalid agent target"
+        );
     }
 
     #[test]
     fn pubkey_ids_are_stable_sha256_prefixes() {
         let msg = serde_json::json!({"type":"IDENTIFY","name":"k","pubkey":PEM}).to_string();
-        assert!(matches!(ClientMsg::parse(&msg), Ok(ClientMsg::Identify { pubkey: Some(_), .. })));
+        assert!(matches!(
+            ClientMsg::parse(&msg),
+            Ok(ClientMsg::Identify {
+                pubkey: Some(_),
+                ..
+            })
+        ));
         let id = AgentId::from_pubkey(PEM);
         assert_eq!(id.as_str().len(), 9);
         assert_eq!(id, AgentId::from_pubkey(PEM));

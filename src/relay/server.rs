@@ -111,7 +111,10 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     }
 
     let sig = signals.recv().unwrap_or(libc::SIGTERM);
-    log_event("shutdown", json!({"signal": sig, "connections": hub.connections()}));
+    log_event(
+        "shutdown",
+        json!({"signal": sig, "connections": hub.connections()}),
+    );
     hub.close_all();
     active.wait_idle(Duration::from_secs(2));
     log_event("stopped", json!({}));
@@ -154,8 +157,14 @@ fn accept_loop(listener: TcpListener, hub: Arc<Hub>, active: Arc<Active>, cfg: &
 /// Over `--max-connections`: answer the upgrade with 503 and close. The
 /// socket is fresh, so this small write cannot block the accept loop.
 fn refuse_full(mut stream: TcpStream, max: usize) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    log_event("refused", json!({"peer": peer, "reason": "max connections", "max": max}));
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    log_event(
+        "refused",
+        json!({"peer": peer, "reason": "max connections", "max": max}),
+    );
     let _ = stream.write_all(
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
           Content-Length: 14\r\nConnection: close\r\n\r\nrelay is full\n",

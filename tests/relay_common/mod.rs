@@ -67,11 +67,19 @@ pub struct Relay {
 impl Relay {
     pub fn start(extra: &[&str]) -> Relay {
         let mut cmd = Command::new(BIN);
-        cmd.args(["relay", "--port", "0", "--host", "127.0.0.1", "--name", "test-relay"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "relay",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--name",
+            "test-relay",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("spawn relay");
         let stderr = child.stderr.take().expect("piped stderr");
