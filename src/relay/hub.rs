@@ -164,10 +164,6 @@ impl Hub {
         }
     }
 
-    pub fn config(&self) -> &HubConfig {
-        &self.cfg
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in a handler must not take every other connection down.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
