@@ -814,3 +814,87 @@ fn proposal_commands_need_a_usable_identity() {
         "missing <reason> is a usage error"
     );
 }
+
+/// `send --identity F` identifies with the key (its stable id) and signs the
+/// message over exactly what 0.3.0 signs; the other commands identify with it.
+#[test]
+fn client_commands_take_an_identity() {
+    let dir = Scratch::new();
+    let relay = Relay::start();
+    let (ka, kb) = (Key::generate(&dir, "alice"), Key::generate(&dir, "bob"));
+    let url = relay.url.as_str();
+    let mut b = Peer::join(&relay, "bob", Some(&kb));
+    b.send(&json!({"type":"JOIN","channel":"#general"}));
+    b.recv_type("JOINED");
+
+    let out = run(&[
+        "send",
+        url,
+        "#general",
+        "signed \"hello\" / é",
+        "--identity",
+        ka.file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = b.recv_type("MSG");
+    assert_eq!(got["from"], ka.id);
+    let ts = got["ts"].as_u64().expect("a signed MSG carries its ts");
+    let text =
+        format!("{{\"to\":\"#general\",\"content\":\"signed \\\"hello\\\" / é\",\"ts\":{ts}}}");
+    assert_eq!(got["sig"], ka.sign(&text));
+    let echo: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(echo["sig"], got["sig"]);
+
+    // A DM to bob, signed too.
+    let out = run(&[
+        "send",
+        url,
+        &b.id,
+        "psst",
+        "--identity",
+        ka.file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(b.recv_type("MSG")["sig"].is_string());
+
+    // Without an identity nothing is signed.
+    let out = run(&["send", url, "#general", "plain"]);
+    assert!(out.status.success());
+    let got = b.recv_type("MSG");
+    assert!(got.get("sig").is_none());
+
+    // The listing commands identify with it too (and show up as its id).
+    let out = run(&[
+        "agents",
+        url,
+        "#general",
+        "--identity",
+        ka.file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A bad identity file stops the command before it connects.
+    fs::set_permissions(&ka.file, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = run(&[
+        "send",
+        url,
+        "#general",
+        "x",
+        "--identity",
+        ka.file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}

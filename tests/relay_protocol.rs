@@ -218,7 +218,7 @@ fn relay_error_codes() {
         .contains(&json!({"name": "#mine", "agents": 1})));
     a.msg("@nobody", "x");
     a.expect_error("AGENT_NOT_FOUND");
-    // Proposals need a pubkey identity; with one they are not built yet.
+    // Proposals need a pubkey identity (tests/proposals_relay.rs covers the rest).
     a.send(json!({"type": "PROPOSAL", "to": "@abc", "task": "t", "sig": "s"}));
     a.expect_error("SIGNATURE_REQUIRED");
     a.ping();
@@ -230,13 +230,10 @@ fn relay_error_codes() {
     let digest = Sha256::digest(PEM.as_bytes());
     let want: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(v["agent_id"], format!("@{want}"));
+    // With one, a signature that does not verify is refused (issue 7).
     for t in ["ACCEPT", "REJECT", "COMPLETE", "DISPUTE", "PROPOSAL"] {
         k.send(json!({"type": t, "proposal_id": "p", "reason": "r", "to": "@x", "task": "t", "sig": "s"}));
-        let e = k.expect_error("INVALID_MSG");
-        assert!(
-            e["message"].as_str().unwrap().contains("not supported yet"),
-            "{e}"
-        );
+        k.expect_error("INVALID_SIGNATURE");
     }
     // The same key cannot be connected twice.
     let mut k2 = relay.client();

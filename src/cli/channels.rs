@@ -7,11 +7,11 @@ use crate::relay::client::{print_json, Client};
 use crate::relay::protocol::AgentName;
 
 pub const USAGE: &str = "\
-usage: workbench channels <server> [--name NAME]
+usage: workbench channels <server> [--name NAME] [--identity F]
 
 Prints each public channel as a JSON line: {\"name\":\"#general\",\"agents\":3}.
 Invite-only channels are not listed. Listing needs no identity; with
---name the command identifies first.
+--name or --identity F (an identity file) the command identifies first.
 
 example:
   workbench channels ws://localhost:6667
@@ -21,6 +21,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let name: Option<String> = args
         .opt_value_from_str("--name")
         .map_err(arg_error(USAGE))?;
+    let identity = super::identity::client_option(&mut args, USAGE)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     finish(args, USAGE)?;
     if name
@@ -34,8 +35,11 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     }
     let mut client = Client::connect(&server)?;
     client.set_timeout(Some(std::time::Duration::from_secs(10)));
+    let identity = super::identity::load_client(identity)?;
+    // With --identity, identify with its key (and its name unless --name).
+    let name = name.or_else(|| identity.as_ref().map(|i| i.name.clone()));
     if let Some(n) = &name {
-        client.identify(n)?;
+        client.identify(n, identity.as_ref().map(|i| i.pubkey.as_str()))?;
     }
     let got = client.request(&json!({"type": "LIST_CHANNELS"}))?;
     client.close();

@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 use tungstenite::Message;
 
 use super::{arg_error, finish, positional, usage_error, CliError, CliResult};
-use crate::relay::client::open;
+use crate::relay::client::{self, open};
 use crate::relay::frame::{Incoming, ReadError};
 use crate::relay::protocol::{AgentId, AgentName, ChannelName};
 
 pub const USAGE: &str = "\
-usage: workbench connect <server> [--join #channel]… [--name NAME]
+usage: workbench connect <server> [--join #channel]… [--name NAME] [--identity F]
 
 An interactive session: joins the --join channels (default #general); each
 line you type is sent to the current channel (the last one joined).
@@ -24,7 +24,9 @@ Commands:
   /channels             list public channels
   /agents [#channel]    list agents (default: the current channel)
   /quit                 leave (so does end of input)
-Incoming messages print as `[#channel] @from: text`.
+Incoming messages print as `[#channel] @from: text`. With --identity F
+the session identifies with that identity file's key (its stable id) and
+signs every message, as AgentChat 0.3.0 does.
 
 example:
   workbench connect ws://localhost:6667 --join '#general' --name alice
@@ -45,6 +47,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .opt_value_from_str("--name")
         .map_err(&e)?
         .unwrap_or_else(|| "human".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
     let joins: Vec<String> = args.values_from_str("--join").map_err(&e)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     finish(args, USAGE)?;
@@ -65,7 +68,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         channels.push(ChannelName::parse("#general").expect("valid default channel"));
     }
 
-    let mut client = open(&server, &name)?;
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
     for ch in &channels {
         for v in client.request(&json!({"type": "JOIN", "channel": ch.as_str()}))? {
             show(&v);
@@ -125,7 +129,13 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             Event::Lost(why) => return Err(CliError::Failed(why)),
             Event::EndOfInput => break,
             Event::Line(line) => match command(&line, &mut current) {
-                Action::Send(v) => writer.send(Message::text(v.to_string())),
+                Action::Send(mut v) => {
+                    // With an identity, messages are signed as 0.3.0 signs them.
+                    if let (Some(id), true) = (&identity, v["type"] == "MSG") {
+                        client::sign_msg(&mut v, id);
+                    }
+                    writer.send(Message::text(v.to_string()))
+                }
                 Action::Say(text) => {
                     println!("{text}");
                     Ok(())

@@ -7,7 +7,7 @@ use crate::relay::client::{open, print_json};
 use crate::relay::protocol::{AgentName, ChannelName};
 
 pub const USAGE: &str = "\
-usage: workbench create <server> <channel> [--private] [--name NAME]
+usage: workbench create <server> <channel> [--private] [--name NAME] [--identity F]
 
 Creates <channel>; with --private it is invite-only (hidden from
 `workbench channels`, joinable only by invited agent ids). Prints
@@ -19,6 +19,7 @@ invite into it once this command exits.
 options:
   --private     make the channel invite-only
   --name NAME   agent name to identify as (default: cli)
+  --identity F  identify with this identity file (its stable id)
 
 example:
   workbench create ws://localhost:6667 '#builds'
@@ -29,6 +30,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .opt_value_from_str("--name")
         .map_err(arg_error(USAGE))?
         .unwrap_or_else(|| "cli".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
     let private = args.contains("--private");
     let server: String = positional(&mut args, USAGE, "server")?;
     let channel: String = positional(&mut args, USAGE, "channel")?;
@@ -45,7 +47,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             format!("bad <channel> '{channel}': # and 1-31 chars of A-Z a-z 0-9 _ -"),
         ));
     }
-    let mut client = open(&server, &name)?;
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
     let got = client
         .request(&json!({"type": "CREATE_CHANNEL", "channel": channel, "invite_only": private}))?;
     let me = client.agent_id().unwrap_or_default().to_string();

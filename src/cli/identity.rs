@@ -94,6 +94,24 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// `--identity F` (or `-i F`) of the relay client commands, taken before
+/// `finish`. With it they IDENTIFY with the file's public key, so they get
+/// its stable id, and `send` signs what it sends.
+pub(super) fn client_option(
+    args: &mut pico_args::Arguments,
+    usage: &str,
+) -> Result<Option<PathBuf>, CliError> {
+    args.opt_value_from_os_str(["-i", "--identity"], |s| {
+        Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+    })
+    .map_err(arg_error(usage))
+}
+
+/// Loads the file `client_option` returned, if any.
+pub(super) fn load_client(file: Option<PathBuf>) -> Result<Option<Identity>, CliError> {
+    file.map(|f| Identity::load(&f).map_err(failed)).transpose()
+}
+
 fn failed(e: IdentityError) -> CliError {
     CliError::Failed(e.to_string())
 }

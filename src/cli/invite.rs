@@ -7,7 +7,7 @@ use crate::relay::client::{open, print_json};
 use crate::relay::protocol::{AgentId, AgentName, ChannelName};
 
 pub const USAGE: &str = "\
-usage: workbench invite <server> <channel> <agent> [--name NAME]
+usage: workbench invite <server> <channel> <agent> [--name NAME] [--identity F]
 
 Invites <agent> (an @id) to <channel>. Only members may invite, so this
 joins <channel> first; for an invite-only channel that needs an identity
@@ -16,6 +16,7 @@ saying so. Prints {\"channel\",\"invited\"} as a JSON line.
 
 options:
   --name NAME   agent name to identify as (default: cli)
+  --identity F  identify with this identity file (its stable id)
 
 example:
   workbench invite ws://localhost:6667 '#general' @k3f9x2ab
@@ -26,6 +27,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .opt_value_from_str("--name")
         .map_err(arg_error(USAGE))?
         .unwrap_or_else(|| "cli".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     let channel: String = positional(&mut args, USAGE, "channel")?;
     let agent: String = positional(&mut args, USAGE, "agent")?;
@@ -48,7 +50,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             format!("bad <agent> '{agent}': use @agent-id"),
         ));
     }
-    let mut client = open(&server, &name)?;
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
     client.request(&json!({"type": "JOIN", "channel": channel}))?;
     client.request(&json!({"type": "INVITE", "channel": channel, "agent": agent}))?;
     client.close();

@@ -7,7 +7,7 @@ use crate::relay::client::{open, print_json};
 use crate::relay::protocol::{AgentName, ChannelName};
 
 pub const USAGE: &str = "\
-usage: workbench listen <server> [channels…] [--max-messages N] [--name NAME]
+usage: workbench listen <server> [channels…] [--max-messages N] [--name NAME] [--identity F]
 
 Joins the channels (default #general) and prints every MSG the relay
 delivers, replayed history first (those carry \"replay\":true), as one JSON
@@ -18,6 +18,7 @@ or stdout is closed (exit 0). A line on stderr says when it is listening.
 options:
   --max-messages N   exit after printing N messages
   --name NAME        agent name to identify as (default: listener)
+  --identity F       identify with this identity file (its stable id)
 
 example:
   workbench listen ws://localhost:6667 '#general' '#agents' | jq .content
@@ -29,6 +30,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .opt_value_from_str("--name")
         .map_err(&e)?
         .unwrap_or_else(|| "listener".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
     let max: Option<u64> = args.opt_value_from_str("--max-messages").map_err(&e)?;
     let mut rest = args
         .finish()
@@ -57,7 +59,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         ));
     }
 
-    let mut client = open(&server, &name)?;
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
     let mut printed: u64 = 0;
     let done = |n: u64| max.is_some_and(|m| n >= m);
     for ch in &channels {

@@ -95,7 +95,7 @@ pub(super) fn exchange(
     wanted: impl Fn(&Value, &str) -> bool,
 ) -> CliResult {
     let fail = |e: client::ClientError| CliError::Failed(e.to_string());
-    let mut c: Client = client::open_as(server, &who.name, Some(&who.identity)).map_err(fail)?;
+    let mut c: Client = client::open(server, &who.name, Some(&who.identity)).map_err(fail)?;
     let me = c.agent_id().unwrap_or_default().to_string();
     let got = c.request(msg).map_err(fail)?;
     c.close();

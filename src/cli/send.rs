@@ -3,11 +3,11 @@
 use serde_json::json;
 
 use super::{arg_error, finish, positional, usage_error, CliError, CliResult};
-use crate::relay::client::{open, print_json};
+use crate::relay::client::{self, open, print_json};
 use crate::relay::protocol::{AgentId, AgentName, ChannelName};
 
 pub const USAGE: &str = "\
-usage: workbench send <server> <target> <message> [--name NAME]
+usage: workbench send <server> <target> <message> [--name NAME] [--identity F]
 
 Connects to the relay, sends <message> to <target> (#channel or @agent-id)
 and prints the relay's echo of it as one JSON line. A channel is joined
@@ -16,6 +16,8 @@ stderr, if the relay is down or answers ERROR.
 
 options:
   --name NAME   agent name to identify as (default: cli)
+  --identity F  identify with this identity file and sign the message
+                (AgentChat 0.3.0 signatures; see `workbench identity`)
 
 example:
   workbench send ws://localhost:6667 '#general' 'build finished'
@@ -26,6 +28,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .opt_value_from_str("--name")
         .map_err(arg_error(USAGE))?
         .unwrap_or_else(|| "cli".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     let target: String = positional(&mut args, USAGE, "target")?;
     let message: String = positional(&mut args, USAGE, "message")?;
@@ -44,12 +47,13 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         ));
     }
 
-    let mut client = open(&server, &name)?;
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
     if let Some(ch) = &channel {
         client.request(&json!({"type": "JOIN", "channel": ch.as_str()}))?;
     }
     let me = client.agent_id().unwrap_or_default().to_string();
-    let got = client.request(&json!({"type": "MSG", "to": target, "content": message}))?;
+    let got = client.request(&client::msg(&target, &message, identity.as_ref()))?;
     client.close();
     let echo = got
         .into_iter()

@@ -217,15 +217,10 @@ impl Client {
         }
     }
 
-    /// IDENTIFY and wait for WELCOME; returns our `@id`.
-    pub fn identify(&mut self, name: &str) -> Result<String> {
-        self.identify_with_pubkey(name, None)
-    }
-
-    /// IDENTIFY, with the identity's public key PEM if given (the relay then
+    /// IDENTIFY, with an identity's public key PEM if given (the relay then
     /// derives our stable id from it and checks our signatures), and wait
     /// for WELCOME; returns our `@id`.
-    pub fn identify_with_pubkey(&mut self, name: &str, pubkey: Option<&str>) -> Result<String> {
+    pub fn identify(&mut self, name: &str, pubkey: Option<&str>) -> Result<String> {
         let mut msg = json!({"type": "IDENTIFY", "name": name});
         if let Some(pem) = pubkey {
             msg["pubkey"] = json!(pem);
@@ -293,17 +288,12 @@ pub fn print_json(v: &Value) -> std::io::Result<bool> {
     }
 }
 
-/// Connects and identifies as `name`: what most commands start with.
-pub fn open(server: &str, name: &str) -> Result<Client> {
-    open_as(server, name, None)
-}
-
 /// Connects and identifies as `name`, with `identity`'s public key if given
-/// (issue 7: `--identity F`).
-pub fn open_as(server: &str, name: &str, identity: Option<&Identity>) -> Result<Client> {
+/// (`--identity F`): what most commands start with.
+pub fn open(server: &str, name: &str, identity: Option<&Identity>) -> Result<Client> {
     let mut c = Client::connect(server)?;
     c.set_timeout(Some(Duration::from_secs(10)));
-    c.identify_with_pubkey(name, identity.map(|i| i.pubkey.as_str()))?;
+    c.identify(name, identity.map(|i| i.pubkey.as_str()))?;
     Ok(c)
 }
 
@@ -312,11 +302,21 @@ pub fn open_as(server: &str, name: &str, identity: Option<&Identity>) -> Result<
 pub fn msg(to: &str, content: &str, identity: Option<&Identity>) -> Value {
     let mut m = json!({"type": "MSG", "to": to, "content": content});
     if let Some(id) = identity {
-        let ts = crate::util::now_ms();
-        m["ts"] = json!(ts);
-        m["sig"] = json!(id.sign(&signing::msg_signing_text(to, content, Some(ts))));
+        sign_msg(&mut m, id);
     }
     m
+}
+
+/// Adds `ts` (now) and `sig` to a MSG, as 0.3.0's client does when it has
+/// an identity.
+pub fn sign_msg(m: &mut Value, identity: &Identity) {
+    let ts = crate::util::now_ms();
+    m["ts"] = json!(ts);
+    if let Some(obj) = m.as_object() {
+        if let Some(text) = signing::signing_text(obj) {
+            m["sig"] = json!(identity.sign(&text));
+        }
+    }
 }
 
 #[cfg(test)]

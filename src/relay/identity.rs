@@ -305,6 +305,7 @@ impl Identity {
         STANDARD.encode(self.key.sign(text.as_bytes()).to_bytes())
     }
 
+    #[cfg(test)]
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
     }
