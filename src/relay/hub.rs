@@ -363,7 +363,7 @@ impl State {
                 self.send_msg(id, &ServerMsg::Pong {}, fx);
                 Ok(())
             }
-            ClientMsg::Proposal { kind: _, raw } => self.handle_proposal(id, raw, fx),
+            ClientMsg::Proposal { req, raw } => self.handle_proposal(id, req, raw, fx),
         }
     }
 
@@ -373,11 +373,10 @@ impl State {
     fn handle_proposal(
         &mut self,
         id: ConnId,
+        req: handle_proposal::Request,
         raw: Map<String, Value>,
         fx: &mut Effects,
     ) -> Result<(), Refusal> {
-        // 0.3.0 checks the fields before anything else.
-        let req = handle_proposal::Request::parse(&raw).map_err(Refusal::invalid)?;
         let kind = req.kind();
         let agent = self.agent_of(id)?;
         let (me, pubkey) = (agent.id.clone(), agent.pubkey.clone());

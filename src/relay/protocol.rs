@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::handle_proposal::Refused;
+use super::handle_proposal::{Refused, Request};
 
 /// Message content limit, in JavaScript string length (UTF-16 code units),
 /// because 0.3.0 checks `content.length > 4096`.
@@ -184,22 +184,13 @@ pub enum ClientMsg {
         agent: AgentId,
     },
     Ping,
-    /// PROPOSAL, ACCEPT, REJECT, COMPLETE, DISPUTE: recognised but not yet
-    /// implemented (the proposals issue). The raw object is kept so that
-    /// work can parse it into typed variants without touching this edge.
+    /// PROPOSAL, ACCEPT, REJECT, COMPLETE, DISPUTE (issue 7), validated
+    /// into a [`Request`]. The object as received is kept too: the signature
+    /// covers a text rebuilt from the fields exactly as sent.
     Proposal {
-        kind: ProposalKind,
+        req: Request,
         raw: Map<String, Value>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProposalKind {
-    Proposal,
-    Accept,
-    Reject,
-    Complete,
-    Dispute,
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -294,14 +285,8 @@ impl ClientMsg {
                 Ok(ClientMsg::Invite { channel, agent })
             }
             "PROPOSAL" | "ACCEPT" | "REJECT" | "COMPLETE" | "DISPUTE" => {
-                let kind = match kind {
-                    "PROPOSAL" => ProposalKind::Proposal,
-                    "ACCEPT" => ProposalKind::Accept,
-                    "REJECT" => ProposalKind::Reject,
-                    "COMPLETE" => ProposalKind::Complete,
-                    _ => ProposalKind::Dispute,
-                };
-                Ok(ClientMsg::Proposal { kind, raw: obj })
+                let req = Request::parse(&obj).map_err(Refusal::invalid)?;
+                Ok(ClientMsg::Proposal { req, raw: obj })
             }
             other => {
                 let shown: String = other.chars().take(40).collect();
@@ -487,12 +472,16 @@ mod tests {
         }
         assert!(ClientMsg::parse(r##"{"type":"INVITE","channel":"#a","agent":"@x"}"##).is_ok());
         assert!(matches!(
-            ClientMsg::parse(r#"{"type":"ACCEPT","proposal_id":"p"}"#),
+            ClientMsg::parse(r#"{"type":"ACCEPT","proposal_id":"p","sig":"s"}"#),
             Ok(ClientMsg::Proposal {
-                kind: ProposalKind::Accept,
+                req: Request::Accept { .. },
                 ..
             })
         ));
+        assert_eq!(
+            refused(r#"{"type":"ACCEPT","proposal_id":"p"}"#),
+            "Accept must be signed"
+        );
     }
 
     #[test]
