@@ -145,9 +145,7 @@ pub fn run(args: pico_args::Arguments) -> CliResult {
         Action::Show => print_show(&Identity::load(file).map_err(failed)?, file),
         Action::Export => {
             let id = Identity::load(file).map_err(failed)?;
-            let text = serde_json::to_string_pretty(&id.export())
-                .expect("serializing a JSON value cannot fail");
-            println!("{text}");
+            println!("{}", id.export());
         }
         Action::Default => match Identity::load(file) {
             Ok(id) => print_show(&id, file),

@@ -19,7 +19,6 @@ use ed25519_dalek::pkcs8::{
 };
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// Where 0.3.0 users keep their identity: `~/.agentchat/identity.json`.
@@ -310,9 +309,21 @@ impl Identity {
         self.key.verifying_key()
     }
 
-    /// What `--export` prints: everything but the private key.
-    pub fn export(&self) -> Value {
-        json!({"name": self.name, "pubkey": self.pubkey, "created": self.created})
+    /// What `--export` prints: everything but the private key, as 0.3.0's
+    /// `JSON.stringify(identity.export(), null, 2)` lays it out.
+    pub fn export(&self) -> String {
+        #[derive(Serialize)]
+        struct Export<'a> {
+            name: &'a str,
+            pubkey: &'a str,
+            created: &'a str,
+        }
+        let e = Export {
+            name: &self.name,
+            pubkey: &self.pubkey,
+            created: &self.created,
+        };
+        serde_json::to_string_pretty(&e).expect("serializing strings cannot fail")
     }
 }
 
@@ -331,6 +342,7 @@ fn iso_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn vectors(text: &str) -> Value {
         serde_json::from_str(text).expect("vector file")
@@ -416,6 +428,14 @@ mod tests {
         assert_eq!(back.sign("x"), id.sign("x"));
         assert_eq!(id.created.len(), "2026-02-02T19:57:15.123Z".len());
         assert!(id.created.ends_with('Z'));
+    }
+
+    #[test]
+    fn export_has_no_private_key_and_keeps_0_3_0_key_order() {
+        let e = fixture("node").export();
+        assert!(e.starts_with("{\n  \"name\": \"node-vector\",\n  \"pubkey\": "));
+        assert!(e.contains("\"created\""));
+        assert!(!e.contains("PRIVATE"));
     }
 
     #[test]
