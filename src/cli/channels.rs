@@ -1,11 +1,55 @@
-//! `workbench channels`: not built yet (see the open issues).
+//! `workbench channels`: list a relay's public channels.
 
-use super::{CliError, CliResult};
+use serde_json::json;
 
-pub const USAGE: &str = "usage: workbench channels\n\nNot built yet.\n";
+use super::{arg_error, finish, positional, usage_error, CliResult};
+use crate::relay::client::{print_json, Client};
+use crate::relay::protocol::AgentName;
 
-pub fn run(_args: pico_args::Arguments) -> CliResult {
-    Err(CliError::Failed(
-        "`workbench channels` is not built yet".into(),
-    ))
+pub const USAGE: &str = "\
+usage: workbench channels <server> [--name NAME] [--identity F]
+
+Prints each public channel as a JSON line: {\"name\":\"#general\",\"agents\":3}.
+Invite-only channels are not listed. Listing needs no identity; with
+--name or --identity F (an identity file) the command identifies first.
+
+example:
+  workbench channels ws://localhost:6667
+";
+
+pub fn run(mut args: pico_args::Arguments) -> CliResult {
+    let name: Option<String> = args
+        .opt_value_from_str("--name")
+        .map_err(arg_error(USAGE))?;
+    let identity = super::identity::client_option(&mut args, USAGE)?;
+    let server: String = positional(&mut args, USAGE, "server")?;
+    finish(args, USAGE)?;
+    if name
+        .as_deref()
+        .is_some_and(|n| AgentName::parse(n).is_none())
+    {
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let mut client = Client::connect(&server)?;
+    client.set_timeout(Some(std::time::Duration::from_secs(10)));
+    let identity = super::identity::load_client(identity)?;
+    // With --identity, identify with its key (and its name unless --name).
+    let name = name.or_else(|| identity.as_ref().map(|i| i.name.clone()));
+    if let Some(n) = &name {
+        client.identify(n, identity.as_ref().map(|i| i.pubkey.as_str()))?;
+    }
+    let got = client.request(&json!({"type": "LIST_CHANNELS"}))?;
+    client.close();
+    for v in got.iter().filter(|v| v["type"] == "CHANNELS") {
+        for ch in v["list"].as_array().into_iter().flatten() {
+            let line = json!({"name": ch["name"], "agents": ch["agents"]});
+            if !print_json(&line)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }

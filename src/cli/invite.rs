@@ -1,11 +1,60 @@
-//! `workbench invite`: not built yet (see the open issues).
+//! `workbench invite`: add an agent id to a channel's invite list.
 
-use super::{CliError, CliResult};
+use serde_json::json;
 
-pub const USAGE: &str = "usage: workbench invite\n\nNot built yet.\n";
+use super::{arg_error, finish, positional, usage_error, CliResult};
+use crate::relay::client::{open, print_json};
+use crate::relay::protocol::{AgentId, AgentName, ChannelName};
 
-pub fn run(_args: pico_args::Arguments) -> CliResult {
-    Err(CliError::Failed(
-        "`workbench invite` is not built yet".into(),
-    ))
+pub const USAGE: &str = "\
+usage: workbench invite <server> <channel> <agent> [--name NAME] [--identity F]
+
+Invites <agent> (an @id) to <channel>. Only members may invite, so this
+joins <channel> first; for an invite-only channel that needs an identity
+already on its invite list. The invited agent, if connected, gets a MSG
+saying so. Prints {\"channel\",\"invited\"} as a JSON line.
+
+options:
+  --name NAME   agent name to identify as (default: cli)
+  --identity F  identify with this identity file (its stable id)
+
+example:
+  workbench invite ws://localhost:6667 '#general' @k3f9x2ab
+";
+
+pub fn run(mut args: pico_args::Arguments) -> CliResult {
+    let name: String = args
+        .opt_value_from_str("--name")
+        .map_err(arg_error(USAGE))?
+        .unwrap_or_else(|| "cli".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
+    let server: String = positional(&mut args, USAGE, "server")?;
+    let channel: String = positional(&mut args, USAGE, "channel")?;
+    let agent: String = positional(&mut args, USAGE, "agent")?;
+    finish(args, USAGE)?;
+    if AgentName::parse(&name).is_none() {
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
+    }
+    if ChannelName::parse(&channel).is_none() {
+        return Err(usage_error(
+            USAGE,
+            format!("bad <channel> '{channel}': use #name"),
+        ));
+    }
+    if AgentId::parse(&agent).is_none() {
+        return Err(usage_error(
+            USAGE,
+            format!("bad <agent> '{agent}': use @agent-id"),
+        ));
+    }
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
+    client.request(&json!({"type": "JOIN", "channel": channel}))?;
+    client.request(&json!({"type": "INVITE", "channel": channel, "agent": agent}))?;
+    client.close();
+    print_json(&json!({"channel": channel, "invited": agent}))?;
+    Ok(())
 }

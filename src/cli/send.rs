@@ -1,9 +1,70 @@
-//! `workbench send`: not built yet (see the open issues).
+//! `workbench send`: send one message to a channel or an agent.
 
-use super::{CliError, CliResult};
+use serde_json::json;
 
-pub const USAGE: &str = "usage: workbench send\n\nNot built yet.\n";
+use super::{arg_error, finish, positional, usage_error, CliError, CliResult};
+use crate::relay::client::{self, open, print_json};
+use crate::relay::protocol::{AgentId, AgentName, ChannelName};
 
-pub fn run(_args: pico_args::Arguments) -> CliResult {
-    Err(CliError::Failed("`workbench send` is not built yet".into()))
+pub const USAGE: &str = "\
+usage: workbench send <server> <target> <message> [--name NAME] [--identity F]
+
+Connects to the relay, sends <message> to <target> (#channel or @agent-id)
+and prints the relay's echo of it as one JSON line. A channel is joined
+first, since only members may post. Exits non-zero, with one line on
+stderr, if the relay is down or answers ERROR.
+
+options:
+  --name NAME   agent name to identify as (default: cli)
+  --identity F  identify with this identity file and sign the message
+                (AgentChat 0.3.0 signatures; see `workbench identity`)
+
+example:
+  workbench send ws://localhost:6667 '#general' 'build finished'
+";
+
+pub fn run(mut args: pico_args::Arguments) -> CliResult {
+    let name: String = args
+        .opt_value_from_str("--name")
+        .map_err(arg_error(USAGE))?
+        .unwrap_or_else(|| "cli".into());
+    let identity = super::identity::client_option(&mut args, USAGE)?;
+    let server: String = positional(&mut args, USAGE, "server")?;
+    let target: String = positional(&mut args, USAGE, "target")?;
+    let message: String = positional(&mut args, USAGE, "message")?;
+    finish(args, USAGE)?;
+    if AgentName::parse(&name).is_none() {
+        return Err(usage_error(
+            USAGE,
+            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
+        ));
+    }
+    let channel = ChannelName::parse(&target);
+    if channel.is_none() && AgentId::parse(&target).is_none() {
+        return Err(usage_error(
+            USAGE,
+            format!("bad <target> '{target}': use #channel or @agent-id"),
+        ));
+    }
+
+    let identity = super::identity::load_client(identity)?;
+    let mut client = open(&server, &name, identity.as_ref())?;
+    if let Some(ch) = &channel {
+        client.request(&json!({"type": "JOIN", "channel": ch.as_str()}))?;
+    }
+    let me = client.agent_id().unwrap_or_default().to_string();
+    let got = client.request(&client::msg(&target, &message, identity.as_ref()))?;
+    client.close();
+    let echo = got
+        .into_iter()
+        .find(|v| v["type"] == "MSG" && v["from"] == me.as_str() && v["to"] == target.as_str());
+    match echo {
+        Some(v) => {
+            print_json(&v)?;
+            Ok(())
+        }
+        None => Err(CliError::Failed(
+            "the relay did not confirm the message".into(),
+        )),
+    }
 }

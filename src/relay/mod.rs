@@ -1,1 +1,19 @@
-//! The AgentChat relay: protocol, hub, connections (built under issue 6).
+//! The AgentChat relay (`workbench relay`) and the client the relay CLI
+//! commands share. Wire types live in `protocol`, frame reading in `frame`,
+//! shared state and message handling in `hub`, one connection's reader and
+//! writer in `conn`, the process (listen, accept, signals) in `server`, and
+//! the blocking client in `client`. Identities and proposals (issue 7):
+//! keys and the identity file in `identity`, the exact signed texts in
+//! `signing`, the proposal store in `proposals`, and proposal messages in
+//! `handle_proposal`, which `hub` dispatches to.
+
+pub mod client;
+pub mod conn;
+pub mod frame;
+pub mod handle_proposal;
+pub mod hub;
+pub mod identity;
+pub mod proposals;
+pub mod protocol;
+pub mod server;
+pub mod signing;

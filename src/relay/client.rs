@@ -1,0 +1,349 @@
+//! A small blocking AgentChat client shared by the CLI commands (`send`,
+//! `listen`, `channels`, …). It uses the same split as the server: frames are
+//! read with [`FrameReader`], and one `WebSocket` does all the writing, so a
+//! ping from the relay is answered by whoever owns the writer. Not a general
+//! client library: no TLS (`wss://` is refused with a clear message).
+
+use std::fmt;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
+use super::identity::Identity;
+use super::signing;
+
+/// Default port of the relay (as AgentChat 0.3.0).
+pub const DEFAULT_PORT: u16 = 6667;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The relay never sends frames bigger than this to a client.
+const MAX_INCOMING: usize = 1 << 20;
+
+/// Why a client operation failed; each renders as one line for stderr.
+#[derive(Debug)]
+pub enum ClientError {
+    /// Bad server address.
+    Address(String),
+    /// Could not reach the relay or finish the WebSocket handshake.
+    Connect { url: String, why: String },
+    /// The relay answered ERROR.
+    Refused { code: String, message: String },
+    /// The relay closed the connection (or it broke).
+    Closed(String),
+    /// The relay sent something we did not expect.
+    Unexpected(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Address(m) => write!(f, "{m}"),
+            ClientError::Connect { url, why } => write!(f, "cannot connect to {url}: {why}"),
+            ClientError::Refused { code, message } => write!(f, "relay refused: {code}: {message}"),
+            ClientError::Closed(why) => write!(f, "connection to relay lost: {why}"),
+            ClientError::Unexpected(m) => write!(f, "unexpected answer from relay: {m}"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Accepts `ws://host:port[/path]`, or a bare `host[:port]` (port 6667).
+pub fn normalize_url(server: &str) -> Result<String> {
+    if server.starts_with("wss://") {
+        return Err(ClientError::Address(
+            "wss:// is not supported; use ws:// (put a TLS proxy in front of the relay)".into(),
+        ));
+    }
+    let url = if server.starts_with("ws://") {
+        server.to_string()
+    } else if server.contains("://") {
+        return Err(ClientError::Address(format!(
+            "'{server}' is not a ws:// URL"
+        )));
+    } else if server.contains(':') {
+        format!("ws://{server}")
+    } else {
+        format!("ws://{server}:{DEFAULT_PORT}")
+    };
+    let uri: tungstenite::http::Uri = url
+        .parse()
+        .map_err(|e| ClientError::Address(format!("bad server address '{server}': {e}")))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ClientError::Address(format!(
+            "bad server address '{server}': no host"
+        )));
+    }
+    Ok(url)
+}
+
+/// An ERROR frame as a [`ClientError`], anything else as itself.
+pub fn check(v: Value) -> Result<Value> {
+    if v["type"] == "ERROR" {
+        return Err(ClientError::Refused {
+            code: v["code"].as_str().unwrap_or("?").to_string(),
+            message: v["message"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    Ok(v)
+}
+
+pub struct Client {
+    url: String,
+    stream: SharedStream,
+    reader: FrameReader<SharedStream>,
+    writer: WebSocket<SharedStream>,
+    agent_id: Option<String>,
+}
+
+/// What `recv_event` yields: a relay message, or a ping to answer.
+pub enum Event {
+    Msg(Value),
+    Ping(Vec<u8>),
+}
+
+impl Client {
+    /// Connects and completes the WebSocket handshake.
+    pub fn connect(server: &str) -> Result<Client> {
+        let url = normalize_url(server)?;
+        let fail = |why: String| ClientError::Connect {
+            url: url.clone(),
+            why,
+        };
+        let uri: tungstenite::http::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = uri.port_u16().unwrap_or(80);
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| fail(format!("cannot resolve {host}: {e}")))?;
+        let mut last = String::from("no address");
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| fail(last))?;
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(CONNECT_TIMEOUT));
+        let stream = SharedStream::new(tcp);
+        let config = WebSocketConfig::default().read_buffer_size(1024);
+        let (writer, _resp) =
+            tungstenite::client::client_with_config(url.as_str(), stream.clone(), Some(config))
+                .map_err(|e| fail(format!("WebSocket handshake failed: {e}")))?;
+        let _ = stream.0.set_read_timeout(None);
+        let reader = FrameReader::new(stream.clone(), Role::Client, MAX_INCOMING);
+        Ok(Client {
+            url,
+            stream,
+            reader,
+            writer,
+            agent_id: None,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Our `@id` once identified.
+    pub fn agent_id(&self) -> Option<&str> {
+        self.agent_id.as_deref()
+    }
+
+    /// Bounds how long a `recv` may block (`None`: forever).
+    pub fn set_timeout(&self, t: Option<Duration>) {
+        let _ = self.stream.0.set_read_timeout(t);
+    }
+
+    pub fn send(&mut self, v: &Value) -> Result<()> {
+        self.writer
+            .send(Message::text(v.to_string()))
+            .map_err(|e| ClientError::Closed(e.to_string()))
+    }
+
+    /// The next relay message or ping.
+    pub fn recv_event(&mut self) -> Result<Event> {
+        loop {
+            match self.reader.next() {
+                Ok(Incoming::Text(t)) => match serde_json::from_str(&t) {
+                    Ok(v) => return Ok(Event::Msg(v)),
+                    Err(_) => {
+                        return Err(ClientError::Unexpected("a frame that is not JSON".into()))
+                    }
+                },
+                Ok(Incoming::Ping(p)) => return Ok(Event::Ping(p)),
+                Ok(Incoming::Close(c)) => {
+                    let why = c.map(|(code, r)| format!("closed ({code} {r})"));
+                    return Err(ClientError::Closed(why.unwrap_or_else(|| "closed".into())));
+                }
+                Ok(Incoming::Pong) => {}
+                Ok(Incoming::Binary | Incoming::BadUtf8 | Incoming::TooBig(_)) => {
+                    return Err(ClientError::Unexpected(
+                        "a non-text or oversized frame".into(),
+                    ))
+                }
+                Err(ReadError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(ClientError::Closed(
+                        "timed out waiting for the relay".into(),
+                    ))
+                }
+                Err(e) => return Err(ClientError::Closed(e.to_string())),
+            }
+        }
+    }
+
+    /// The next relay message; pings are answered on the way.
+    pub fn recv(&mut self) -> Result<Value> {
+        loop {
+            match self.recv_event()? {
+                Event::Msg(v) => return Ok(v),
+                Event::Ping(p) => {
+                    let _ = self.writer.send(Message::Pong(p.into()));
+                }
+            }
+        }
+    }
+
+    /// IDENTIFY, with an identity's public key PEM if given (the relay then
+    /// derives our stable id from it and checks our signatures), and wait
+    /// for WELCOME; returns our `@id`.
+    pub fn identify(&mut self, name: &str, pubkey: Option<&str>) -> Result<String> {
+        let mut msg = json!({"type": "IDENTIFY", "name": name});
+        if let Some(pem) = pubkey {
+            msg["pubkey"] = json!(pem);
+        }
+        self.send(&msg)?;
+        loop {
+            let v = check(self.recv()?)?;
+            if v["type"] == "WELCOME" {
+                let id = v["agent_id"]
+                    .as_str()
+                    .ok_or_else(|| ClientError::Unexpected("WELCOME without agent_id".into()))?
+                    .to_string();
+                self.agent_id = Some(id.clone());
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Sends `msg` and then a PING, and returns everything the relay sent
+    /// before the PONG. The relay answers one connection's messages in
+    /// order, so an ERROR caused by `msg` arrives before the PONG: that is
+    /// how commands with no positive answer (INVITE) learn they worked.
+    pub fn request(&mut self, msg: &Value) -> Result<Vec<Value>> {
+        self.send(msg)?;
+        self.send(&json!({"type": "PING"}))?;
+        let mut got = Vec::new();
+        loop {
+            let v = check(self.recv()?)?;
+            if v["type"] == "PONG" {
+                return Ok(got);
+            }
+            got.push(v);
+        }
+    }
+
+    /// Sends a close frame; errors are moot at this point.
+    pub fn close(mut self) {
+        let _ = self.writer.close(None);
+        let _ = self.writer.flush();
+    }
+
+    /// Splits into the read half and the (only) writer, for programs that
+    /// read and write from different threads (`workbench connect`).
+    pub fn split(self) -> (FrameReader<SharedStream>, WebSocket<SharedStream>) {
+        (self.reader, self.writer)
+    }
+}
+
+impl From<ClientError> for crate::cli::CliError {
+    fn from(e: ClientError) -> Self {
+        crate::cli::CliError::Failed(e.to_string())
+    }
+}
+
+/// Prints one JSON value as a line and flushes, so a pipe reader sees each
+/// message as it arrives. `Ok(false)`: stdout was closed, which callers
+/// treat as a clean exit.
+pub fn print_json(v: &Value) -> std::io::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{v}").and_then(|_| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Connects and identifies as `name`, with `identity`'s public key if given
+/// (`--identity F`): what most commands start with.
+pub fn open(server: &str, name: &str, identity: Option<&Identity>) -> Result<Client> {
+    let mut c = Client::connect(server)?;
+    c.set_timeout(Some(Duration::from_secs(10)));
+    c.identify(name, identity.map(|i| i.pubkey.as_str()))?;
+    Ok(c)
+}
+
+/// A MSG as AgentChat 0.3.0's client builds it: with an identity it adds
+/// `ts` (now, Unix ms) and `sig` over `JSON.stringify({to, content, ts})`.
+pub fn msg(to: &str, content: &str, identity: Option<&Identity>) -> Value {
+    let mut m = json!({"type": "MSG", "to": to, "content": content});
+    if let Some(id) = identity {
+        sign_msg(&mut m, id);
+    }
+    m
+}
+
+/// Adds `ts` (now) and `sig` to a MSG, as 0.3.0's client does when it has
+/// an identity.
+pub fn sign_msg(m: &mut Value, identity: &Identity) {
+    let ts = crate::util::now_ms();
+    m["ts"] = json!(ts);
+    if let Some(obj) = m.as_object() {
+        if let Some(text) = signing::signing_text(obj) {
+            m["sig"] = json!(identity.sign(&text));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised() {
+        assert_eq!(normalize_url("ws://h:1").ok(), Some("ws://h:1".into()));
+        assert_eq!(normalize_url("h:2").ok(), Some("ws://h:2".into()));
+        assert_eq!(normalize_url("h").ok(), Some("ws://h:6667".into()));
+        assert!(normalize_url("wss://h").is_err());
+        assert!(normalize_url("http://h").is_err());
+    }
+
+    #[test]
+    fn signed_msgs_verify() {
+        let id = Identity::generate("t").unwrap();
+        let m = msg("#general", "héllo \"x\"", Some(&id));
+        let text = signing::signing_text(m.as_object().unwrap()).unwrap();
+        let key = crate::relay::identity::parse_pubkey(&id.pubkey).unwrap();
+        assert!(crate::relay::identity::verify(
+            &key,
+            &text,
+            m["sig"].as_str().unwrap()
+        ));
+        let plain = msg("#general", "hi", None);
+        assert!(plain.get("sig").is_none() && plain.get("ts").is_none());
+    }
+}

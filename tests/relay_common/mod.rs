@@ -1,0 +1,215 @@
+//! Shared helpers for the relay's black-box tests: start the real binary on
+//! 127.0.0.1 with port 0, read the port back from its `listening` log line,
+//! and talk to it with real tungstenite clients. Every read has a timeout
+//! and every test arms a watchdog, so a hang fails fast instead of stalling.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_workbench");
+/// How long any single read may block before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Aborts the whole test process if a test outlives `secs`; dropped at the
+/// end of the test to disarm. Children die with us (PR_SET_PDEATHSIG).
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+pub fn watchdog(secs: u64) -> Watchdog {
+    let (tx, rx) = mpsc::channel::<()>();
+    let name = thread::current().name().unwrap_or("test").to_string();
+    thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
+            eprintln!("watchdog: {name} still running after {secs}s; aborting");
+            std::process::exit(101);
+        }
+    });
+    Watchdog(Some(tx))
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Makes a child die if the test thread that spawned it dies.
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+/// A running `workbench relay`, killed on drop.
+pub struct Relay {
+    pub child: Child,
+    pub port: u16,
+    /// Every stderr line after `listening`.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    pub fn start(extra: &[&str]) -> Relay {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "relay",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--name",
+            "test-relay",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn relay");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        let sink = logs.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "listening" {
+                        let _ = port_tx.send(v["port"].as_u64().unwrap_or(0) as u16);
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("relay printed its listening line");
+        Relay { child, port, logs }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> Ws {
+        Ws::connect(&self.url())
+    }
+
+    /// A client that has identified as `name`; returns it and its `@id`.
+    pub fn agent(&self, name: &str) -> (Ws, String) {
+        let mut ws = self.client();
+        let id = ws.identify(name);
+        (ws, id)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test client: a real tungstenite WebSocket with a read timeout.
+pub struct Ws {
+    pub ws: WebSocket<TcpStream>,
+}
+
+impl Ws {
+    pub fn connect(url: &str) -> Ws {
+        let addr = url.trim_start_matches("ws://");
+        let tcp = TcpStream::connect(addr).expect("tcp connect to relay");
+        tcp.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let (ws, _) = tungstenite::client::client(url, tcp).expect("websocket handshake");
+        Ws { ws }
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).expect("send");
+    }
+
+    pub fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).expect("send raw");
+    }
+
+    /// The next JSON message; panics on timeout or close.
+    pub fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => {
+                    return serde_json::from_str(t.as_str()).expect("relay sends JSON")
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("reading from relay: {e}"),
+            }
+        }
+    }
+
+    /// The next message, which must be of type `kind`.
+    pub fn expect(&mut self, kind: &str) -> Value {
+        let v = self.recv();
+        assert_eq!(v["type"], kind, "expected {kind}, got {v}");
+        assert!(v["ts"].is_u64(), "every server message has ts: {v}");
+        v
+    }
+
+    /// The next ERROR, which must carry `code`.
+    pub fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect("ERROR");
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    /// Skips messages until one of type `kind` arrives.
+    pub fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv();
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// PING → PONG: proves the connection still works, and (since the relay
+    /// answers in order) that nothing else is pending before it.
+    pub fn ping(&mut self) {
+        self.send(json!({"type": "PING"}));
+        self.expect("PONG");
+    }
+
+    pub fn identify(&mut self, name: &str) -> String {
+        self.send(json!({"type": "IDENTIFY", "name": name}));
+        let v = self.expect("WELCOME");
+        v["agent_id"].as_str().expect("agent_id").to_string()
+    }
+
+    /// JOIN and return the JOINED message.
+    pub fn join(&mut self, channel: &str) -> Value {
+        self.send(json!({"type": "JOIN", "channel": channel}));
+        self.expect("JOINED")
+    }
+
+    pub fn msg(&mut self, to: &str, content: &str) {
+        self.send(json!({"type": "MSG", "to": to, "content": content}));
+    }
+}
