@@ -14,6 +14,7 @@ mod mcp;
 mod page;
 mod project;
 mod relay;
+mod setup;
 mod sys;
 mod util;
 
