@@ -171,7 +171,8 @@ fn check_binary() -> Check {
 fn check_home(dir: &Path) -> Check {
     let name = "home";
     let shown = dir.display();
-    let redirect = "or point WORKBENCH_HOME at a folder you own (export WORKBENCH_HOME=~/workbench)";
+    let redirect =
+        "or point WORKBENCH_HOME at a folder you own (export WORKBENCH_HOME=~/workbench)";
     match fs::metadata(dir) {
         Ok(m) if !m.is_dir() => problem(
             Status::Fail,
@@ -301,7 +302,11 @@ fn check_ports(servers: &[Record]) -> Check {
     } else {
         ok(
             "ports",
-            format!("{} of {range} free; in use: {}", free.len(), busy.join(", ")),
+            format!(
+                "{} of {range} free; in use: {}",
+                free.len(),
+                busy.join(", ")
+            ),
         )
     }
 }
@@ -495,7 +500,9 @@ fn check_server(r: &Record) -> Check {
             name,
             format!(
                 "{addr} answers /health for project {} instead",
-                v.get("project").map(Value::to_string).unwrap_or_else(|| "(none)".into())
+                v.get("project")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "(none)".into())
             ),
             restart,
         ),
@@ -591,13 +598,22 @@ mod tests {
     #[test]
     fn recognises_our_server_cmdline() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(is_our_server(&v(&["/usr/bin/workbench", "serve", "bench1"]), "bench1"));
+        assert!(is_our_server(
+            &v(&["/usr/bin/workbench", "serve", "bench1"]),
+            "bench1"
+        ));
         assert!(is_our_server(
             &v(&["workbench", "serve", "--port", "8070", "bench1"]),
             "bench1"
         ));
-        assert!(!is_our_server(&v(&["/usr/bin/python3", "serve", "bench1"]), "bench1"));
-        assert!(!is_our_server(&v(&["workbench", "serve", "other"]), "bench1"));
+        assert!(!is_our_server(
+            &v(&["/usr/bin/python3", "serve", "bench1"]),
+            "bench1"
+        ));
+        assert!(!is_our_server(
+            &v(&["workbench", "serve", "other"]),
+            "bench1"
+        ));
         assert!(!is_our_server(&[], "bench1"));
     }
 

@@ -63,14 +63,12 @@ fn parse_args(mut args: pico_args::Arguments) -> Result<Config, CliError> {
             } else {
                 match Client::parse(value) {
                     Some(c) => vec![c],
-                    None => {
-                        return Err(usage_error(
-                            USAGE,
-                            format!(
-                                "unknown --client '{value}' (use claude, codex, gemini, cursor or all)"
-                            ),
-                        ))
-                    }
+                    None => return Err(usage_error(
+                        USAGE,
+                        format!(
+                            "unknown --client '{value}' (use claude, codex, gemini, cursor or all)"
+                        ),
+                    )),
                 }
             };
             for c in picked {
@@ -107,7 +105,10 @@ pub fn target() -> Result<Target, CliError> {
     let command = exe
         .to_str()
         .ok_or_else(|| {
-            CliError::Failed(format!("this binary's path is not UTF-8: {}", exe.display()))
+            CliError::Failed(format!(
+                "this binary's path is not UTF-8: {}",
+                exe.display()
+            ))
         })?
         .to_string();
     Ok(Target {
@@ -184,7 +185,10 @@ pub fn run(args: pico_args::Arguments) -> CliResult {
 
     let start = project::home().join("START.md");
     if cfg.dry_run {
-        println!("dry run: would write {}; nothing was written", start.display());
+        println!(
+            "dry run: would write {}; nothing was written",
+            start.display()
+        );
     } else {
         if write_start(&home, &target, &start)? {
             println!("wrote {}", start.display());
@@ -234,9 +238,8 @@ fn write_start(home: &Path, target: &Target, path: &Path) -> Result<bool, CliErr
     if fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
         return Ok(false);
     }
-    fs::create_dir_all(&wb_home).map_err(|e| {
-        CliError::Failed(format!("cannot create {}: {e}", wb_home.display()))
-    })?;
+    fs::create_dir_all(&wb_home)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", wb_home.display())))?;
     util::write_atomic(path, text.as_bytes(), 0o644)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
     Ok(true)

@@ -24,7 +24,12 @@ pub enum Client {
 }
 
 impl Client {
-    pub const ALL: [Client; 4] = [Client::Claude, Client::Codex, Client::Gemini, Client::Cursor];
+    pub const ALL: [Client; 4] = [
+        Client::Claude,
+        Client::Codex,
+        Client::Gemini,
+        Client::Cursor,
+    ];
 
     pub fn parse(s: &str) -> Option<Client> {
         Client::ALL.into_iter().find(|c| c.name() == s)
@@ -99,7 +104,10 @@ pub enum Registration {
     NoFile,
     /// A config file without a `workbench` entry.
     Absent,
-    Registered { command: String, args: Vec<String> },
+    Registered {
+        command: String,
+        args: Vec<String>,
+    },
     /// The file exists but cannot be read or edited safely.
     Unusable(String),
 }
@@ -118,7 +126,11 @@ fn string_array(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -207,7 +219,10 @@ pub fn plan(client: Client, home: &Path, target: &Target) -> Result<Plan, String
         toml_edit::upsert_table(
             text,
             &["mcp_servers", SERVER_NAME],
-            &[("command", toml_edit::string(&target.command)), ("args", args)],
+            &[
+                ("command", toml_edit::string(&target.command)),
+                ("args", args),
+            ],
         )?
     } else {
         let mut fields = Vec::new();
@@ -347,6 +362,9 @@ mod tests {
             registration_in(Client::Cursor, "{\"mcpServers\": 3}"),
             Registration::Unusable(_)
         ));
-        assert!(matches!(registration_in(Client::Cursor, "{}"), Registration::Absent));
+        assert!(matches!(
+            registration_in(Client::Cursor, "{}"),
+            Registration::Absent
+        ));
     }
 }

@@ -95,8 +95,8 @@ fn scan_object(text: &str, open: usize) -> Result<ObjectSpan, String> {
     loop {
         let key_start = i;
         let key_end = string_end(b, i)?;
-        let key: String = serde_json::from_str(&text[key_start..key_end])
-            .map_err(|e| format!("bad key: {e}"))?;
+        let key: String =
+            serde_json::from_str(&text[key_start..key_end]).map_err(|e| format!("bad key: {e}"))?;
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return Err("expected ':'".into());
@@ -162,12 +162,7 @@ fn render(v: &Value, indent: Option<&str>, unit: &str, nl: &str) -> String {
 
 /// Renders an object whose first keys come in the given order (serde_json's
 /// map sorts keys; we want `type, command, args` first, as the docs show).
-fn render_entry(
-    fields: &[(String, Value)],
-    indent: Option<&str>,
-    unit: &str,
-    nl: &str,
-) -> String {
+fn render_entry(fields: &[(String, Value)], indent: Option<&str>, unit: &str, nl: &str) -> String {
     if fields.is_empty() {
         return "{}".into();
     }
@@ -335,7 +330,8 @@ fn insert_raw_member(
 /// The edit must change exactly one thing: `mcpServers.<name>`. Anything else
 /// means the span logic misread the file, and we refuse rather than write.
 fn verify(old: &Value, new_text: &str, name: &str, wanted: &Value) -> Result<(), String> {
-    let fail = || "could not edit this file safely (left untouched); add the entry by hand".to_string();
+    let fail =
+        || "could not edit this file safely (left untouched); add the entry by hand".to_string();
     let new: Value = serde_json::from_str(new_text).map_err(|_| fail())?;
     let (Value::Object(o), Value::Object(n)) = (old, &new) else {
         return Err(fail());
@@ -372,7 +368,9 @@ mod tests {
 
     #[test]
     fn empty_file_gets_a_fresh_document() {
-        let out = upsert_server("", "workbench", &fields(), current).unwrap().unwrap();
+        let out = upsert_server("", "workbench", &fields(), current)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             out,
             "{\n  \"mcpServers\": {\n    \"workbench\": {\n      \"command\": \"/bin/wb\",\n      \"args\": [\n        \"mcp\"\n      ]\n    }\n  }\n}\n"
@@ -382,17 +380,24 @@ mod tests {
     #[test]
     fn appends_to_existing_servers_keeping_bytes() {
         let text = "{\n    \"theme\": \"dark\",\n    \"mcpServers\": {\n        \"git\": {\"command\": \"uvx\"}\n    }\n}\n";
-        let out = upsert_server(text, "workbench", &fields(), current).unwrap().unwrap();
+        let out = upsert_server(text, "workbench", &fields(), current)
+            .unwrap()
+            .unwrap();
         assert!(out.starts_with("{\n    \"theme\": \"dark\",\n    \"mcpServers\": {\n        \"git\": {\"command\": \"uvx\"},\n        \"workbench\": {\n            \"command\": \"/bin/wb\","), "{out}");
         assert!(out.ends_with("\n    }\n}\n"), "{out}");
         // Idempotent.
-        assert_eq!(upsert_server(&out, "workbench", &fields(), current).unwrap(), None);
+        assert_eq!(
+            upsert_server(&out, "workbench", &fields(), current).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn adds_mcp_servers_when_missing() {
         let text = "{\"a\": 1, \"b\": [1, 2]}";
-        let out = upsert_server(text, "workbench", &fields(), current).unwrap().unwrap();
+        let out = upsert_server(text, "workbench", &fields(), current)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             out,
             "{\"a\": 1, \"b\": [1, 2], \"mcpServers\": {\"workbench\": {\"command\": \"/bin/wb\", \"args\": [\"mcp\"]}}}"
@@ -402,16 +407,23 @@ mod tests {
     #[test]
     fn empty_servers_object_is_filled() {
         let text = "{\n  \"mcpServers\": {}\n}";
-        let out = upsert_server(text, "workbench", &fields(), current).unwrap().unwrap();
+        let out = upsert_server(text, "workbench", &fields(), current)
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["mcpServers"]["workbench"]["command"], "/bin/wb");
-        assert!(out.contains("\n    \"workbench\": {\n      \"command\""), "{out}");
+        assert!(
+            out.contains("\n    \"workbench\": {\n      \"command\""),
+            "{out}"
+        );
     }
 
     #[test]
     fn stale_entry_is_replaced_keeping_its_other_keys() {
         let text = "{\"mcpServers\": {\"workbench\": {\"command\": \"/old\", \"env\": {\"X\": \"1\"}}, \"z\": {}}}";
-        let out = upsert_server(text, "workbench", &fields(), current).unwrap().unwrap();
+        let out = upsert_server(text, "workbench", &fields(), current)
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["mcpServers"]["workbench"]["command"], "/bin/wb");
         assert_eq!(v["mcpServers"]["workbench"]["env"]["X"], "1");
@@ -420,17 +432,25 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_edit() {
-        assert!(upsert_server("{", "w", &fields(), current).unwrap_err().contains("not valid JSON"));
-        assert!(upsert_server("[1]", "w", &fields(), current).unwrap_err().contains("top level"));
-        assert!(upsert_server("{\"mcpServers\": []}", "w", &fields(), current)
+        assert!(upsert_server("{", "w", &fields(), current)
             .unwrap_err()
-            .contains("not a JSON object"));
+            .contains("not valid JSON"));
+        assert!(upsert_server("[1]", "w", &fields(), current)
+            .unwrap_err()
+            .contains("top level"));
+        assert!(
+            upsert_server("{\"mcpServers\": []}", "w", &fields(), current)
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
     }
 
     #[test]
     fn strings_with_braces_do_not_confuse_the_scanner() {
         let text = "{\"x\": \"}{\\\"\", \"mcpServers\": {\"a\": {\"args\": [\"]\"]}}}";
-        let out = upsert_server(text, "workbench", &fields(), current).unwrap().unwrap();
+        let out = upsert_server(text, "workbench", &fields(), current)
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["x"], "}{\"");
         assert_eq!(v["mcpServers"]["a"]["args"][0], "]");

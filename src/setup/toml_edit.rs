@@ -296,10 +296,7 @@ pub fn upsert_table(
 ) -> Result<Option<String>, String> {
     let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let doc = parse(text)?;
-    let ours: String = body
-        .iter()
-        .map(|(k, v)| format!("{k} = {v}{nl}"))
-        .collect();
+    let ours: String = body.iter().map(|(k, v)| format!("{k} = {v}{nl}")).collect();
     let new_text = match locate(&doc, path)? {
         None => {
             let mut out = text.to_string();
@@ -476,7 +473,9 @@ mod tests {
         let text = "prompt = \"\"\"\n[mcp_servers.workbench]\n\"\"\"\n";
         let out = upsert_table(text, PATH, &body()).unwrap().unwrap();
         assert!(out.starts_with(text));
-        assert!(out.ends_with("\n[mcp_servers.workbench]\ncommand = \"/bin/wb\"\nargs = [\"mcp\"]\n"));
+        assert!(
+            out.ends_with("\n[mcp_servers.workbench]\ncommand = \"/bin/wb\"\nargs = [\"mcp\"]\n")
+        );
         assert_eq!(read_table(text, PATH).unwrap(), None);
     }
 
@@ -508,7 +507,10 @@ mod tests {
 
     #[test]
     fn values_parse() {
-        assert_eq!(parse_string(" \"a\\\\b\\\"c\" # x\n").as_deref(), Some("a\\b\"c"));
+        assert_eq!(
+            parse_string(" \"a\\\\b\\\"c\" # x\n").as_deref(),
+            Some("a\\b\"c")
+        );
         assert_eq!(parse_string(" 'C:\\x'\n").as_deref(), Some("C:\\x"));
         assert_eq!(
             parse_string_array(" [\n 'a', # c\n \"b\",\n]\n"),
