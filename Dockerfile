@@ -28,9 +28,12 @@ ARG TARGET=x86_64-unknown-linux-gnu
 FROM rust:1-bookworm AS build
 ARG TARGET
 WORKDIR /src
-# Dependencies first, so source edits do not refetch crates.
+# Dependencies first, so source edits do not refetch crates (empty stand-ins
+# for the targets Cargo.toml names, removed before the real sources arrive).
 COPY Cargo.toml Cargo.lock ./
-RUN cargo fetch --locked
+RUN mkdir -p src && touch src/main.rs src/lib.rs \
+ && cargo fetch --locked \
+ && rm -rf src
 COPY src ./src
 COPY static ./static
 # --target keeps +crt-static away from build scripts and proc macros.
@@ -44,7 +47,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /workbench /workbench
 # A home folder owned by the image's user, so a fresh named volume mounted
 # here is writable by it.
-COPY --from=build --chown=nonroot:nonroot /empty-home/workbench /home/nonroot/workbench
+COPY --from=build --chown=65532:65532 /empty-home/workbench /home/nonroot/workbench
 ENV HOME=/home/nonroot \
     WORKBENCH_HOME=/home/nonroot/workbench
 VOLUME ["/home/nonroot/workbench"]

@@ -365,7 +365,11 @@ fn default_clients_are_the_detected_ones() {
     assert!(stdout(&o).contains("No AI CLI found"), "{}", stdout(&o));
     assert!(stdout(&o).contains("--client"), "{}", stdout(&o));
     assert!(empty.wb_home().join("START.md").is_file());
-    assert_eq!(fs::read_dir(empty.home()).unwrap().count(), 0, "created files in HOME");
+    assert_eq!(
+        fs::read_dir(empty.home()).unwrap().count(),
+        0,
+        "created files in HOME"
+    );
 }
 
 #[test]

@@ -64,12 +64,14 @@ fn parse_args(mut args: pico_args::Arguments) -> Result<Config, CliError> {
             } else {
                 match Client::parse(value) {
                     Some(c) => vec![c],
-                    None => return Err(usage_error(
-                        USAGE,
-                        format!(
+                    None => {
+                        return Err(usage_error(
+                            USAGE,
+                            format!(
                             "unknown --client '{value}' (use claude, codex, gemini, cursor or all)"
                         ),
-                    )),
+                        ))
+                    }
                 }
             };
             for c in picked {
