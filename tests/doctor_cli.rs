@@ -315,3 +315,100 @@ fn bad_usage_exits_2() {
             .starts_with("usage: workbench doctor"));
     }
 }
+
+/// A process whose command line reads `workbench-… serve <name>` (a shell
+/// started through a symlink so argv[0] says workbench), standing in for a
+/// page server, plus a loopback listener answering `/health` once as `project`.
+struct FakeServer {
+    child: std::process::Child,
+    port: u16,
+    answered: mpsc::Receiver<String>,
+}
+
+impl FakeServer {
+    fn start(h: &Home, name: &str, project: &str) -> FakeServer {
+        let link = h.root.join("workbench-fake");
+        if !link.exists() {
+            std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+        }
+        // `; :` keeps the shell from exec'ing sleep, so its cmdline stays ours.
+        let child = Command::new(&link)
+            .args(["-c", "sleep 30; :", "serve", name])
+            .spawn()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = serde_json::json!({"ok": true, "project": project, "pid": 1, "viewers": 2, "version": "0.1.0"}).to_string();
+        let (tx, answered) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader, Write};
+            let (mut s, _) = listener.accept().unwrap();
+            // Read the whole request head before answering.
+            let mut reader = BufReader::new(&s);
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tx.send(first);
+        });
+        FakeServer {
+            child,
+            port,
+            answered,
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_record_at(dir: &Path, name: &str, pid: u32, port: u16) {
+    write_record(dir, name, pid, port);
+    let path = dir.join(name).join(".server.json");
+    let mut v: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    v["host"] = "127.0.0.1".into();
+    fs::write(path, v.to_string()).unwrap();
+}
+
+#[test]
+fn live_server_answering_health_is_ok() {
+    let h = Home::new("live");
+    let wb = h.root.join("wb");
+    let fake = FakeServer::start(&h, "bench3", "bench3");
+    write_record_at(&wb, "bench3", fake.child.id(), fake.port);
+    let o = h.run_with(&wb, &["doctor"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let (line, fix) = line_for(&out, "server bench3");
+    assert!(line.starts_with("ok    "), "{line}");
+    assert!(line.contains("2 viewer(s)"), "{line}");
+    assert!(fix.is_none());
+    let request = fake.answered.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(request.trim_end(), "GET /health HTTP/1.1");
+}
+
+#[test]
+fn port_answering_for_another_project_fails() {
+    let h = Home::new("mismatch");
+    let wb = h.root.join("wb");
+    let fake = FakeServer::start(&h, "bench4", "someone-else");
+    write_record_at(&wb, "bench4", fake.child.id(), fake.port);
+    let o = h.run_with(&wb, &["doctor"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let (line, fix) = line_for(&out, "server bench4");
+    assert!(line.starts_with("FAIL  "), "{line}");
+    assert!(line.contains("\"someone-else\""), "{line}");
+    assert!(fix.unwrap().contains("workbench stop bench4"), "{fix:?}");
+}

@@ -527,11 +527,11 @@ fn get_health(addr: &str) -> Result<Value, String> {
     s.set_read_timeout(Some(HEALTH_TIMEOUT))
         .and_then(|_| s.set_write_timeout(Some(HEALTH_TIMEOUT)))
         .map_err(|e| e.to_string())?;
-    write!(
-        s,
+    // One write, so a server that answers early never sees half a request.
+    let request = format!(
         "GET /health HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.take(64 * 1024)
         .read_to_end(&mut raw)
