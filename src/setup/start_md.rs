@@ -64,15 +64,15 @@ prints a fix for each problem.
 
 | tool | what it does |
 |---|---|
-| `workbench_scaffold(name, title?, description?)` | create project `name` (letters, digits, `_`, `-`) and start its page server; returns the URL. Safe to call again: an existing project keeps its files and server. |
-| `workbench_state(project, template?, styles?, script?, data?)` | push to the page. `template` is HTML for the content area, `styles` CSS, `script` JS run in the page, `data` any JSON delivered to `workbench.on('data', fn)`. Only the fields you pass change; `null` clears one. |
-| `workbench_log(project, message, level?)` | append to the session log (shown under the page, kept in session.md). `level`: info, warn, error, success. |
-| `workbench_read_log(project, limit?)` | the latest log entries. |
-| `workbench_list()` | every project and whether its server is running, with URLs. |
-| `workbench_stop(project)` | stop a project's server (files are kept). |
-| `workbench_wait(project, since?, names?, timeout_seconds?)` | block until the human does something (form submit, button, typed message); returns the events after `since`. |
-| `workbench_events(project, since?, limit?)` | read events without waiting. |
-| `workbench_snapshot(project)` | what the page shows now: its HTML, text and current form values. |
+| `workbench_scaffold(name, title?, description?)` | create project `name` (1-64 letters, digits, `_`, `-`) if needed and make sure its page server runs; returns the URL to give the human. Call it first; calling it again reuses the project and its running server. |
+| `workbench_state(project, template?, styles?, script?, data?)` | push to every open browser. `template`: HTML for the content area; `styles`: CSS; `script`: JS run once per push; `data`: any JSON handed to `workbench.on('data', fn)` without re-rendering (fine 10+ times a second). Send only what changes; `null` clears a field. |
+| `workbench_log(project, message, level?)` | append a line to the session log (shown under the page as plain text, kept in session.md and session.jsonl). `level`: info (default), success, warn, error. |
+| `workbench_read_log(project, limit?)` | the latest log entries, oldest first (default 50). |
+| `workbench_list()` | every project with its URL and whether its server is running. |
+| `workbench_stop(project)` | stop a project's server; its files stay and `workbench_scaffold` starts it again. |
+| `workbench_wait(project, since?, names?, timeout_seconds?)` | the human's events (form submits, buttons, typed messages, `workbench.send`) after cursor `since`, blocking until one arrives. `timeout_seconds` is 1-50 (default 25); on timeout it returns status `pending` with the same cursor: call again. Always pass the cursor from the previous result; nothing is lost meanwhile. |
+| `workbench_events(project, since?, limit?)` | the same events without blocking (default 100). |
+| `workbench_snapshot(project)` | what a connected browser shows now: the content's HTML, its visible text and current form values (says so when no browser is connected). |
 
 ## The page runtime (for the HTML and JS you push)
 
@@ -91,7 +91,8 @@ prints a fix for each problem.
 1. `workbench_scaffold("bench1", "PSU bring-up")` and tell the human the URL
    (e.g. `http://{host}:8070/`).
 2. `workbench_state("bench1", template="<h2>Step 1</h2><form data-workbench=\"step1\">…</form>")`
-3. `workbench_wait("bench1", names=["step1"], timeout_seconds=300)`; act on the answer.
+3. `workbench_wait("bench1", since=0, names=["step1"])`; if it says `pending`, call it
+   again with the returned cursor; act on the answer.
 4. `workbench_log("bench1", "Rail 3V3 measured 3.29 V", "success")`; keep the log
    honest, it is the record of the session.
 5. `workbench_stop("bench1")` when the work is done (or leave it running for the human).
