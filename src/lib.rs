@@ -15,5 +15,6 @@ pub mod mcp;
 pub mod page;
 pub mod project;
 pub mod relay;
+pub mod setup;
 pub mod sys;
 pub mod util;

@@ -1,11 +1,629 @@
-//! `workbench doctor`: not built yet (see the open issues).
+//! `workbench doctor`: checks this machine the way a new user's first
+//! session needs it (home folder, ports, LAN address, a browser, AI CLI
+//! registrations, running and stale servers) and prints a concrete fix for
+//! every problem. Read-only apart from a probe file in the home folder; it
+//! never sends traffic beyond the loopback/own-address `/health` probes.
 
-use super::{CliError, CliResult};
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub const USAGE: &str = "usage: workbench doctor\n\nNot built yet.\n";
+use serde_json::{json, Value};
 
-pub fn run(_args: pico_args::Arguments) -> CliResult {
-    Err(CliError::Failed(
-        "`workbench doctor` is not built yet".into(),
-    ))
+use super::setup::{target, tilde, user_home};
+use super::{finish, CliError, CliResult, VERSION};
+use crate::project::{self, Project, ProjectName, ServerInfo};
+use crate::setup::clients::{self, Client, Registration};
+use crate::sys;
+
+pub const USAGE: &str = "\
+usage: workbench doctor [--json]
+
+Checks this machine and explains how to fix each problem it finds:
+  home      $WORKBENCH_HOME (default ~/workbench) exists or can be created, and is writable
+  ports     8070-8079 can be bound on 127.0.0.1 (bound and released at once)
+  lan       a LAN IPv4 address browsers on other machines can reach
+  browser   chromium, google-chrome, firefox or xdg-open on PATH (or $BROWSER)
+  clients   each AI CLI's registration of `workbench mcp` (see `workbench setup`)
+  servers   every .server.json: process alive, really `workbench serve <name>`,
+            answering GET /health for that project; stale records are flagged
+
+Each line reads `ok|warn|FAIL  <check>: <detail>`, followed by `fix: ...` when
+something needs doing. Exit status 1 if any check FAILs, else 0.
+
+options:
+  --json   one JSON object instead of text: {\"ok\":bool,\"checks\":[{\"status\",\"check\",\"detail\",\"fix\"}]}
+
+example:
+  workbench doctor
+";
+
+/// The ports `workbench serve` tries first, in order.
+const PORTS: std::ops::RangeInclusive<u16> = 8070..=8079;
+/// How long a `/health` probe may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const BROWSERS: &[&str] = &[
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+    "firefox",
+    "xdg-open",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+struct Check {
+    status: Status,
+    name: String,
+    detail: String,
+    fix: Option<String>,
+}
+
+fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+    Check {
+        status: Status::Ok,
+        name: name.into(),
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn problem(
+    status: Status,
+    name: impl Into<String>,
+    detail: impl Into<String>,
+    fix: impl Into<String>,
+) -> Check {
+    Check {
+        status,
+        name: name.into(),
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+pub fn run(mut args: pico_args::Arguments) -> CliResult {
+    let as_json = args.contains("--json");
+    finish(args, USAGE)?;
+
+    let home = user_home().ok();
+    let mut checks = vec![check_binary()];
+    checks.push(check_home(&project::home()));
+    let servers = server_records(&project::home());
+    checks.push(check_ports(&servers));
+    checks.push(check_lan());
+    checks.push(check_browser());
+    match &home {
+        Some(h) => checks.extend(check_clients(h)),
+        None => checks.push(problem(
+            Status::Warn,
+            "clients",
+            "HOME is not set, so the AI CLIs' configs cannot be found",
+            "run doctor from a login shell (HOME set)",
+        )),
+    }
+    checks.extend(check_servers(&servers));
+    checks.push(check_start_md(&project::home()));
+
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    if as_json {
+        let list: Vec<Value> = checks
+            .iter()
+            .map(|c| {
+                json!({"status": c.status.label().to_lowercase(), "check": c.name,
+                       "detail": c.detail, "fix": c.fix})
+            })
+            .collect();
+        println!("{}", json!({"ok": failed == 0, "checks": list}));
+    } else {
+        for c in &checks {
+            println!("{:<5} {}: {}", c.status.label(), c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                println!("      fix: {fix}");
+            }
+        }
+        let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
+        println!(
+            "\n{} ok, {warned} warn, {failed} FAIL",
+            checks.len() - warned - failed
+        );
+    }
+    if failed > 0 {
+        return Err(CliError::Failed(format!(
+            "{failed} check(s) failed; see the fix lines above"
+        )));
+    }
+    Ok(())
+}
+
+fn check_binary() -> Check {
+    let path = target()
+        .map(|t| t.command)
+        .unwrap_or_else(|_| "(unknown path)".into());
+    ok(
+        "binary",
+        format!(
+            "{path} (workbench {VERSION}, {} {})",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+    )
+}
+
+fn check_home(dir: &Path) -> Check {
+    let name = "home";
+    let shown = dir.display();
+    let redirect =
+        "or point WORKBENCH_HOME at a folder you own (export WORKBENCH_HOME=~/workbench)";
+    match fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => problem(
+            Status::Fail,
+            name,
+            format!("{shown} exists but is not a folder"),
+            format!("move it aside (mv {shown} {shown}.old), {redirect}"),
+        ),
+        Ok(_) if !project::is_dir_writable(dir) => problem(
+            Status::Fail,
+            name,
+            format!("{shown} is not writable by this user"),
+            format!("chmod u+rwx {shown}, {redirect}"),
+        ),
+        Ok(_) => ok(
+            name,
+            format!(
+                "{shown} is writable ({} project(s))",
+                project::all_projects().len()
+            ),
+        ),
+        Err(_) => {
+            // Not there yet: fine if the nearest existing ancestor lets us create it.
+            let mut anc = dir.parent();
+            while let Some(a) = anc {
+                if a.as_os_str().is_empty() || a.exists() {
+                    break;
+                }
+                anc = a.parent();
+            }
+            let anc = match anc {
+                Some(a) if a.as_os_str().is_empty() => Path::new("."),
+                Some(a) => a,
+                None => Path::new("/"),
+            };
+            if anc.is_dir() && project::is_dir_writable(anc) {
+                ok(
+                    name,
+                    format!("{shown} does not exist yet; it is created on first use"),
+                )
+            } else if anc.is_dir() {
+                problem(
+                    Status::Fail,
+                    name,
+                    format!(
+                        "{shown} does not exist and {} is not writable",
+                        anc.display()
+                    ),
+                    format!("create it (mkdir -p {shown}) with the right owner, {redirect}"),
+                )
+            } else {
+                problem(
+                    Status::Fail,
+                    name,
+                    format!(
+                        "{shown} cannot be created: {} is a file, not a folder",
+                        anc.display()
+                    ),
+                    format!("move {} aside, {redirect}", anc.display()),
+                )
+            }
+        }
+    }
+}
+
+/// A `.server.json` found under the home folder.
+struct Record {
+    name: String,
+    path: PathBuf,
+    info: Result<ServerInfo, String>,
+}
+
+fn server_records(home: &Path) -> Vec<Record> {
+    let mut out: Vec<Record> = fs::read_dir(home)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = ProjectName::parse(e.file_name().to_str()?).ok()?;
+            let project = Project::new(name.clone());
+            let path = project.server_file();
+            let info = match ServerInfo::load(&project) {
+                Ok(None) => return None,
+                Ok(Some(i)) => Ok(i),
+                Err(e) => Err(e),
+            };
+            Some(Record {
+                name: name.to_string(),
+                path,
+                info,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn check_ports(servers: &[Record]) -> Check {
+    let ours = |port: u16| {
+        servers.iter().find_map(|r| match &r.info {
+            Ok(i) if i.port == port && sys::pid_alive(i.pid) => Some(r.name.clone()),
+            _ => None,
+        })
+    };
+    let mut free = Vec::new();
+    let mut busy = Vec::new();
+    for port in PORTS {
+        // Bound and dropped at once: no connection is made, no traffic sent.
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => free.push(port),
+            Err(_) => busy.push(match ours(port) {
+                Some(name) => format!("{port} (workbench '{name}')"),
+                None => format!("{port}"),
+            }),
+        }
+    }
+    let range = format!("{}-{}", PORTS.start(), PORTS.end());
+    if free.is_empty() {
+        problem(
+            Status::Fail,
+            "ports",
+            format!("all of {range} are in use: {}", busy.join(", ")),
+            "stop servers you no longer need (workbench list; workbench stop <name>), \
+             or serve on another port (workbench serve <name> --port 0)",
+        )
+    } else if busy.is_empty() {
+        ok("ports", format!("{range} all free"))
+    } else {
+        ok(
+            "ports",
+            format!(
+                "{} of {range} free; in use: {}",
+                free.len(),
+                busy.join(", ")
+            ),
+        )
+    }
+}
+
+fn check_lan() -> Check {
+    match sys::lan_ipv4() {
+        Some(ip) => ok(
+            "lan",
+            format!("{ip}: browsers on this network open http://{ip}:<port>/"),
+        ),
+        None => problem(
+            Status::Warn,
+            "lan",
+            "no LAN IPv4 address (only loopback); pages work on this machine only",
+            "connect this machine to the network (cable or Wi-Fi), then run doctor again; \
+             meanwhile open http://127.0.0.1:<port>/ locally",
+        ),
+    }
+}
+
+/// The first executable called `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+fn check_browser() -> Check {
+    if let Some(b) = std::env::var("BROWSER").ok().filter(|b| !b.is_empty()) {
+        let first = b.split(':').next().unwrap_or("").to_string();
+        let cmd = first.split_whitespace().next().unwrap_or("").to_string();
+        if which(&cmd).is_some() || Path::new(&cmd).is_file() {
+            return ok("browser", format!("$BROWSER = {b}"));
+        }
+    }
+    let found: Vec<String> = BROWSERS
+        .iter()
+        .filter_map(|b| which(b).map(|p| p.display().to_string()))
+        .collect();
+    if found.is_empty() {
+        problem(
+            Status::Warn,
+            "browser",
+            "no browser found on PATH (looked for chromium, chromium-browser, google-chrome, firefox, xdg-open)",
+            "install one (e.g. sudo apt install chromium), or open the page's URL from \
+             a browser on another machine on the LAN",
+        )
+    } else {
+        ok("browser", found.join(", "))
+    }
+}
+
+fn check_clients(home: &Path) -> Vec<Check> {
+    let exe = target().map(|t| t.command).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut registered = 0;
+    for c in Client::ALL {
+        let name = format!("client {}", c.name());
+        let path = tilde(&c.config_path(home), home);
+        let setup = format!("workbench setup --client {}", c.name());
+        out.push(match clients::registration(c, home) {
+            Registration::Registered { command, args } => {
+                registered += 1;
+                if args != ["mcp"] {
+                    problem(
+                        Status::Warn,
+                        name,
+                        format!("{path} registers \"workbench\" as `{command} {}`, not `… mcp`", args.join(" ")),
+                        setup,
+                    )
+                } else if command == exe {
+                    ok(name, format!("{} runs this binary ({path})", c.label()))
+                } else if Path::new(&command).is_file() {
+                    ok(
+                        name,
+                        format!("{} runs {command} ({path}); this binary is {exe}", c.label()),
+                    )
+                } else {
+                    problem(
+                        Status::Warn,
+                        name,
+                        format!("{path} points at {command}, which does not exist"),
+                        format!("{setup} (with the binary you want the AI to use)"),
+                    )
+                }
+            }
+            Registration::Unusable(e) => problem(
+                Status::Warn,
+                name,
+                format!("{path} cannot be read safely: {e}"),
+                format!("repair or move {path} aside (the AI CLI itself will also fail on it), then {setup}"),
+            ),
+            Registration::NoFile | Registration::Absent if c.detected(home) => problem(
+                Status::Warn,
+                name,
+                format!("{} is installed but \"workbench\" is not registered in {path}", c.label()),
+                setup,
+            ),
+            Registration::NoFile | Registration::Absent => {
+                ok(name, format!("{} not found here ({path}); skipped", c.label()))
+            }
+        });
+    }
+    if registered == 0 {
+        out.push(problem(
+            Status::Warn,
+            "clients",
+            "no AI CLI is set up to start `workbench mcp`",
+            "workbench setup --client claude|codex|gemini|cursor",
+        ));
+    }
+    out
+}
+
+/// True when `cmdline` is `…workbench serve … <name> …`: our server for this
+/// project, not some other program that reused the pid.
+fn is_our_server(cmdline: &[String], name: &str) -> bool {
+    let Some(exe) = cmdline.first() else {
+        return false;
+    };
+    let exe_ok = Path::new(exe)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("workbench"));
+    let rest = &cmdline[1..];
+    exe_ok && rest.iter().any(|a| a == "serve") && rest.iter().any(|a| a == name)
+}
+
+fn check_servers(records: &[Record]) -> Vec<Check> {
+    if records.is_empty() {
+        return vec![ok("servers", "none running (no .server.json files)")];
+    }
+    records.iter().map(check_server).collect()
+}
+
+fn check_server(r: &Record) -> Check {
+    let name = format!("server {}", r.name);
+    let file = r.path.display();
+    let stop = format!("workbench stop {} (or delete {file})", r.name);
+    let info = match &r.info {
+        Ok(i) => i,
+        Err(e) => {
+            return problem(Status::Warn, name, format!("stale record: {e}"), stop);
+        }
+    };
+    if !sys::pid_alive(info.pid) {
+        return problem(
+            Status::Warn,
+            name,
+            format!("stale .server.json: pid {} is not running", info.pid),
+            stop,
+        );
+    }
+    if let Some(cmd) = sys::process_cmdline(info.pid) {
+        if !is_our_server(&cmd, &r.name) {
+            return problem(
+                Status::Warn,
+                name,
+                format!(
+                    "stale .server.json: pid {} is now another program ({})",
+                    info.pid,
+                    cmd.join(" ")
+                ),
+                format!("delete {file}"),
+            );
+        }
+    }
+    let addr = info.connect_addr();
+    let restart = format!(
+        "workbench stop {0}, then start it again (workbench serve {0}, or workbench_scaffold from the AI)",
+        r.name
+    );
+    match get_health(&addr) {
+        Ok(v) if v.get("project").and_then(Value::as_str) == Some(r.name.as_str()) => ok(
+            name,
+            format!(
+                "serving {} (pid {}, {} viewer(s))",
+                info.url,
+                info.pid,
+                v.get("viewers").and_then(Value::as_u64).unwrap_or(0)
+            ),
+        ),
+        Ok(v) => problem(
+            Status::Fail,
+            name,
+            format!(
+                "{addr} answers /health for project {} instead",
+                v.get("project")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "(none)".into())
+            ),
+            restart,
+        ),
+        Err(e) => problem(
+            Status::Fail,
+            name,
+            format!("pid {} is running but {addr}/health failed: {e}", info.pid),
+            restart,
+        ),
+    }
+}
+
+/// `GET /health` over loopback (or our own address) with one small HTTP/1.1
+/// request; the whole exchange is bounded by `HEALTH_TIMEOUT` per step.
+fn get_health(addr: &str) -> Result<Value, String> {
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let mut s = TcpStream::connect_timeout(&sock, HEALTH_TIMEOUT).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(HEALTH_TIMEOUT))
+        .and_then(|_| s.set_write_timeout(Some(HEALTH_TIMEOUT)))
+        .map_err(|e| e.to_string())?;
+    // One write, so a server that answers early never sees half a request.
+    let request = format!(
+        "GET /health HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.take(64 * 1024)
+        .read_to_end(&mut raw)
+        .map_err(|e| e.to_string())?;
+    parse_health_response(&raw)
+}
+
+fn parse_health_response(raw: &[u8]) -> Result<Value, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("not an HTTP response")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let body = &raw[split + 4..];
+    let status = head.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("answered `{status}`"));
+    }
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body).ok_or("bad chunked body")?
+    } else {
+        body.to_vec()
+    };
+    serde_json::from_slice(&body).map_err(|_| "answered, but not with workbench's JSON".to_string())
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+fn check_start_md(home: &Path) -> Check {
+    let path = home.join("START.md");
+    if path.is_file() {
+        ok("start.md", format!("{} (the AI's guide)", path.display()))
+    } else {
+        problem(
+            Status::Warn,
+            "start.md",
+            format!("{} has not been written yet", path.display()),
+            "workbench setup (it writes START.md for the AI to read)",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_our_server_cmdline() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(is_our_server(
+            &v(&["/usr/bin/workbench", "serve", "bench1"]),
+            "bench1"
+        ));
+        assert!(is_our_server(
+            &v(&["workbench", "serve", "--port", "8070", "bench1"]),
+            "bench1"
+        ));
+        assert!(!is_our_server(
+            &v(&["/usr/bin/python3", "serve", "bench1"]),
+            "bench1"
+        ));
+        assert!(!is_our_server(
+            &v(&["workbench", "serve", "other"]),
+            "bench1"
+        ));
+        assert!(!is_our_server(&[], "bench1"));
+    }
+
+    #[test]
+    fn parses_health_answers() {
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"project\":\"a\"}\n";
+        assert_eq!(parse_health_response(plain).unwrap()["project"], "a");
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
+        assert_eq!(parse_health_response(chunked).unwrap()["a"], 1);
+        assert!(parse_health_response(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
+        assert!(parse_health_response(b"garbage").is_err());
+    }
 }
