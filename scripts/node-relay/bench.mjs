@@ -18,6 +18,7 @@ const pid = Number(arg('--pid'));
 const reps = Number(arg('--reps', '3'));
 const idleCount = Number(arg('--idle', '5000'));
 const sustainSecs = Number(arg('--sustain-secs', '10'));
+const only = arg('--only', 'all'); // all | idle
 const TICK_MS = 10; // /proc CPU times are in 1/100 s on Linux
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -147,6 +148,11 @@ async function idle(count = idleCount) {
 }
 
 const results = { url };
+if (only === 'idle') {
+  results.idle = await idle();
+  console.log(JSON.stringify(results));
+  process.exit(0);
+}
 {
   const c0 = cpuMs();
   await sleep(3000);

@@ -6,7 +6,7 @@ use crate::relay::hub::HubConfig;
 use crate::relay::server::{self, ServerConfig};
 
 pub const USAGE: &str = "\
-usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-frame 65536] [--outbox 1024]
+usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-frame 65536] [--outbox 256]
 
 Runs an AgentChat 0.3.0 compatible WebSocket relay: agents IDENTIFY, JOIN
 channels (#general and #agents exist from the start), send MSG to channels
@@ -25,7 +25,7 @@ options:
   --max-connections N  refuse connections past N (default 10000)
   --max-frame BYTES    largest message accepted (default 65536)
   --outbox N           messages queued for a slow client before it is
-                       dropped (default 1024)
+                       dropped (default 256)
 
 example:
   workbench relay --port 6667 --name lab-relay
@@ -77,7 +77,7 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
     let outbox: usize = args
         .opt_value_from_str("--outbox")
         .map_err(&e)?
-        .unwrap_or(1024);
+        .unwrap_or(256);
     let log_messages = args.contains("--log-messages");
     finish(args, USAGE)?;
 
