@@ -79,7 +79,29 @@ pub struct Running {
 /// up a stale record and start `workbench serve` detached (own session,
 /// output to server.log) and wait until it listens. Concurrent callers (two
 /// AI CLIs) are serialised by a lock file, so exactly one server starts.
-pub fn ensure_running(project: &Project) -> Result<Running, String> {
+/// How to start a server when one is needed.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// `--host` for `workbench serve` (default 0.0.0.0, the LAN).
+    pub host: Option<String>,
+    /// `--port` (default: the previous port if free, else the first from 8070).
+    pub port: Option<u16>,
+}
+
+impl Launch {
+    /// What `workbench mcp` uses: `WORKBENCH_SERVE_HOST` picks the address
+    /// servers bind to (e.g. 127.0.0.1 to keep pages off the LAN).
+    pub fn from_env() -> Launch {
+        Launch {
+            host: std::env::var("WORKBENCH_SERVE_HOST")
+                .ok()
+                .filter(|h| !h.is_empty()),
+            port: None,
+        }
+    }
+}
+
+pub fn ensure_running(project: &Project, launch: &Launch) -> Result<Running, String> {
     let _guard = sys::lock_file_blocking(&project.path(".scaffold.lock"))
         .map_err(|e| format!("cannot lock {}: {e}", project.dir.display()))?;
     let mut port_hint = None;
@@ -102,14 +124,18 @@ pub fn ensure_running(project: &Project) -> Result<Running, String> {
             let _ = std::fs::remove_file(project.server_file());
         }
     }
-    let info = spawn_server(project, port_hint)?;
+    let info = spawn_server(project, launch, port_hint)?;
     Ok(Running {
         info,
         reused: false,
     })
 }
 
-fn spawn_server(project: &Project, port_hint: Option<u16>) -> Result<ServerInfo, String> {
+fn spawn_server(
+    project: &Project,
+    launch: &Launch,
+    port_hint: Option<u16>,
+) -> Result<ServerInfo, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the workbench binary: {e}"))?;
     let log = OpenOptions::new()
@@ -120,12 +146,14 @@ fn spawn_server(project: &Project, port_hint: Option<u16>) -> Result<ServerInfo,
     let mut cmd = Command::new(exe);
     cmd.arg("serve").arg(project.name.as_str());
     // Reuse the previous port when it is free, so open pages reconnect.
-    if let Some(p) = port_hint.filter(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()) {
+    let host = launch.host.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let port = launch
+        .port
+        .or(port_hint.filter(|p| std::net::TcpListener::bind((host.as_str(), *p)).is_ok()));
+    if let Some(p) = port {
         cmd.args(["--port", &p.to_string()]);
     }
-    if let Ok(h) = std::env::var("WORKBENCH_SERVE_HOST") {
-        cmd.args(["--host", &h]);
-    }
+    cmd.args(["--host", &host]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     sys::detach(&mut cmd);
     let mut child = cmd
@@ -254,7 +282,7 @@ pub fn call_project(
             }
         }
     }
-    let running = ensure_running(project)?;
+    let running = ensure_running(project, &Launch::from_env())?;
     call(&running.info, method, path, body, timeout).map_err(|e| e.to_string())
 }
 

@@ -257,7 +257,7 @@ fn scaffold(a: ScaffoldArgs) -> ToolResult {
     let p = project(&a.name)?;
     p.create(a.title.as_deref(), a.description.as_deref())
         .map_err(|e| format!("cannot create {}: {e}", p.dir.display()))?;
-    let running = control::ensure_running(&p)?;
+    let running = control::ensure_running(&p, &control::Launch::from_env())?;
     Ok(json!({
         "path": p.dir.display().to_string(),
         "url": running.info.url,

@@ -210,3 +210,44 @@ test("a page reload and a second device get the same state", async () => {
   await a.close();
   await b.close();
 });
+
+test("the demo renders and answers the human", async () => {
+  const demoHome = mkdtempSync(join(tmpdir(), "wb-demo-"));
+  const demo = spawn(BIN, ["demo", "--host", "127.0.0.1", "--port", "0", "--seconds", "60"], {
+    env: { HOME: demoHome, PATH: "/usr/bin:/bin", WORKBENCH_HOME: demoHome },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  try {
+    const url = await new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error("demo printed no URL")), 15_000);
+      createInterface({ input: demo.stdout }).once("line", (l) => { clearTimeout(t); res(l.match(/http:\S+/)[0]); });
+    });
+    const page = await openPage(url);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.waitForFunction(() => /^\d\.\d{3}$/.test(document.getElementById("volts")?.textContent || ""));
+    await page.click("button[data-workbench-click='step-done'][data-step='1']");
+    await page.waitForSelector(".steps li.done[data-step='1']");
+    await page.fill("input[name=volts]", "5.013");
+    await page.fill("input[name=note]", "steady");
+    await page.check("input[name=ripple_ok]");
+    await page.click("form[data-workbench=reading] button[type=submit]");
+    await page.waitForFunction(() => [...document.querySelectorAll(".log-msg")].some((e) => e.textContent.startsWith("Recorded TP3 = 5.013 V")));
+    await page.waitForFunction(() => document.getElementById("answers").textContent.includes("5.013"));
+    // For the README screenshot, let the live chart fill up first.
+    if (process.env.WORKBENCH_SCREENSHOT) {
+      await page.waitForFunction(() => document.getElementById("trace").getAttribute("points").split(" ").length >= 110, null, { timeout: 30_000 });
+    }
+    const shot = process.env.WORKBENCH_SCREENSHOT || join(demoHome, "demo.png");
+    mkdirSync(dirname(shot), { recursive: true });
+    await page.screenshot({ path: shot });
+    assert.ok(existsSync(shot));
+    await page.close();
+    const exited = new Promise((res) => demo.once("exit", (code) => res(code)));
+    demo.kill("SIGINT");
+    assert.equal(await exited, 0, "Ctrl-C stops the demo cleanly");
+    assert.equal(existsSync(join(demoHome, "demo", ".server.json")), false, "its server is stopped too");
+  } finally {
+    demo.kill("SIGKILL");
+    rmSync(demoHome, { recursive: true, force: true });
+  }
+});
