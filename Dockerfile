@@ -31,6 +31,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not refetch crates (empty stand-ins
 # for the targets Cargo.toml names, removed before the real sources arrive).
 COPY Cargo.toml Cargo.lock ./
+# tiny_http is patched in-tree (Cargo.toml [patch.crates-io]).
+COPY vendor ./vendor
 RUN mkdir -p src && touch src/main.rs src/lib.rs \
  && cargo fetch --locked \
  && rm -rf src
