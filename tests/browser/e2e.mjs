@@ -3,62 +3,17 @@
 // bounded; the whole file has a hard deadline.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, readFileSync, existsSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join, dirname } from "node:path";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { Mcp, BIN, CHROMIUM, CHROMIUM_ARGS } from "./lib.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, "../..");
-const BIN = process.env.WORKBENCH_BIN || join(root, "target/debug/workbench");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const HARD_DEADLINE_MS = 240_000;
 
 setTimeout(() => { console.error("e2e: hard deadline exceeded"); process.exit(3); }, HARD_DEADLINE_MS).unref();
-
-export const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-];
-
-/** A `workbench mcp` child spoken to over pipes, like an AI CLI. */
-export class Mcp {
-  constructor(home) {
-    this.proc = spawn(BIN, ["mcp"], {
-      env: { HOME: home, PATH: "/usr/bin:/bin", WORKBENCH_HOME: home, WORKBENCH_SERVE_HOST: "127.0.0.1", WORKBENCH_HOST: "127.0.0.1",
-             // Closed tabs are noticed at the next ping (push-only sockets).
-             WORKBENCH_PING_SECS: "1" },
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    this.nextId = 1;
-    this.pending = new Map();
-    createInterface({ input: this.proc.stdout }).on("line", (line) => {
-      const msg = JSON.parse(line);
-      if (msg.id !== undefined && this.pending.has(msg.id)) {
-        this.pending.get(msg.id)(msg);
-        this.pending.delete(msg.id);
-      }
-    });
-  }
-  request(method, params, timeoutMs = 60_000) {
-    const id = this.nextId++;
-    return new Promise((resolveP, reject) => {
-      const t = setTimeout(() => reject(new Error(`no answer to ${method} in ${timeoutMs} ms`)), timeoutMs);
-      this.pending.set(id, (m) => { clearTimeout(t); resolveP(m); });
-      this.proc.stdin.write(JSON.stringify({ jsonrpc: "2.0", id, method, params }) + "\n");
-    });
-  }
-  async call(name, args) {
-    const r = await this.request("tools/call", { name, arguments: args });
-    assert.ok(r.result, `tools/call ${name} failed: ${JSON.stringify(r)}`);
-    assert.equal(r.result.isError, false, `${name}: ${r.result.content?.[0]?.text}`);
-    return r.result.structuredContent;
-  }
-  close() { this.proc.stdin.end(); }
-}
 
 const home = mkdtempSync(join(tmpdir(), "wb-e2e-"));
 const mcp = new Mcp(home);

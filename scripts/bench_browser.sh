@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Page → browser → AI latency in Debian's headless Chromium (release build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet
+[[ -d tests/browser/node_modules/playwright-core ]] || (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+WORKBENCH_BIN="$PWD/target/release/workbench" node scripts/bench_browser.mjs
