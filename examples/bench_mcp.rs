@@ -42,12 +42,19 @@ impl Mcp {
             .expect("spawn workbench mcp");
         let stdin = child.stdin.take().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        Mcp { child, stdin, out, id: 0 }
+        Mcp {
+            child,
+            stdin,
+            out,
+            id: 0,
+        }
     }
 
     fn call(&mut self, method: &str, params: Value) -> Value {
         self.id += 1;
-        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params}).to_string() + "\n";
+        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
+            .to_string()
+            + "\n";
         self.stdin.write_all(line.as_bytes()).unwrap();
         self.stdin.flush().unwrap();
         let mut reply = String::new();
@@ -65,11 +72,17 @@ impl Drop for Mcp {
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn main() {
-    let bin = std::env::args().nth(1).expect("usage: bench_mcp <workbench binary>");
+    let bin = std::env::args()
+        .nth(1)
+        .expect("usage: bench_mcp <workbench binary>");
     let home = std::env::temp_dir().join(format!("wb-bench-mcp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
@@ -79,7 +92,11 @@ fn main() {
     let mut base: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            let st = Command::new(&bin).arg("--version").stdout(Stdio::null()).status().unwrap();
+            let st = Command::new(&bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
             assert!(st.success());
             t.elapsed().as_secs_f64() * 1e3
         })
@@ -99,9 +116,14 @@ fn main() {
 
     let mut m = Mcp::start(&bin, &home);
     m.call("initialize", json!({"protocolVersion": "2025-06-18"}));
-    let s = m.call("tools/call", json!({"name": "workbench_scaffold", "arguments": {"name": "bench"}}));
+    let s = m.call(
+        "tools/call",
+        json!({"name": "workbench_scaffold", "arguments": {"name": "bench"}}),
+    );
     assert_eq!(s["result"]["isError"], false, "{s}");
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(home.join("bench/.server.json")).unwrap()).unwrap();
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("bench/.server.json")).unwrap())
+            .unwrap();
     let addr = format!("127.0.0.1:{}", info["port"]);
     let token = info["token"].as_str().unwrap().to_string();
     let template = "<h2>Rail 1</h2><p>3.30 V</p>".repeat(10);
@@ -110,7 +132,15 @@ fn main() {
         .map(|_| {
             let body = json!({"template": template}).to_string();
             let t = Instant::now();
-            let r = httpc::request(&addr, "POST", "/api/state", Some(&token), Some(body.as_bytes()), Duration::from_secs(5)).unwrap();
+            let r = httpc::request(
+                &addr,
+                "POST",
+                "/api/state",
+                Some(&token),
+                Some(body.as_bytes()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
             assert_eq!(r.status, 200);
             t.elapsed().as_secs_f64() * 1e3
         })
@@ -125,10 +155,22 @@ fn main() {
         })
         .collect();
     let (d, v) = (median(&mut direct), median(&mut via_mcp));
-    println!("baseline: the same push as a direct HTTP POST /api/state: median {d:.3} ms ({n} calls)");
-    println!("workbench_state over MCP stdio: median {v:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x", p95(&mut via_mcp), v / d);
-    println!("workbench mcp RSS after {n} calls: {} KiB", rss_kib(m.child.id()));
-    m.call("tools/call", json!({"name": "workbench_stop", "arguments": {"project": "bench"}}));
+    println!(
+        "baseline: the same push as a direct HTTP POST /api/state: median {d:.3} ms ({n} calls)"
+    );
+    println!(
+        "workbench_state over MCP stdio: median {v:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x",
+        p95(&mut via_mcp),
+        v / d
+    );
+    println!(
+        "workbench mcp RSS after {n} calls: {} KiB",
+        rss_kib(m.child.id())
+    );
+    m.call(
+        "tools/call",
+        json!({"name": "workbench_stop", "arguments": {"project": "bench"}}),
+    );
     drop(m);
     let _ = std::fs::remove_dir_all(&home);
 }

@@ -23,6 +23,9 @@ The agent id is the first 8 hex digits of SHA-256 over the public key PEM.
       --force      with --generate: replace an existing identity (its key is lost)
 
 With no action: --show if the file exists, otherwise say how to create one.
+
+example:
+  workbench identity --generate --name bench-agent
 ";
 
 enum Action {

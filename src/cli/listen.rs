@@ -32,10 +32,13 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .unwrap_or_else(|| "listener".into());
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let max: Option<u64> = args.opt_value_from_str("--max-messages").map_err(&e)?;
-    let mut rest = args
+    let free: Vec<String> = args
         .finish()
         .into_iter()
-        .map(|a| a.to_string_lossy().into_owned());
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    super::reject_flags(&free, USAGE)?;
+    let mut rest = free.into_iter();
     let Some(server) = rest.next() else {
         return Err(usage_error(USAGE, "missing <server>"));
     };

@@ -265,9 +265,28 @@ pub fn positional<T: std::str::FromStr>(
 where
     T::Err: std::fmt::Display,
 {
+    // An unknown `--flag` must not be mistaken for a positional value.
+    if let Some(flag) = looks_like_flag(args) {
+        return Err(usage_error(usage, format!("unknown option '{flag}'")));
+    }
     match args.opt_free_from_str::<T>() {
         Ok(Some(v)) => Ok(v),
         Ok(None) => Err(usage_error(usage, format!("missing <{what}>"))),
         Err(e) => Err(usage_error(usage, format!("bad <{what}>: {e}"))),
+    }
+}
+
+/// The first remaining argument, if it looks like an option (`--word`).
+fn looks_like_flag(args: &pico_args::Arguments) -> Option<String> {
+    let rest = args.clone().finish();
+    let first = rest.first()?.to_string_lossy().into_owned();
+    (first.starts_with("--") && first.len() > 2).then_some(first)
+}
+
+/// Rejects leftover `--flags` among free arguments a command collects itself.
+pub fn reject_flags(free: &[String], usage: &str) -> CliResult {
+    match free.iter().find(|a| a.starts_with("--") && a.len() > 2) {
+        Some(flag) => Err(usage_error(usage, format!("unknown option '{flag}'"))),
+        None => Ok(()),
     }
 }

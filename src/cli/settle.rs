@@ -30,7 +30,8 @@ usage: workbench accept <server> <proposal_id> [--payment-code P] [--identity F]
 
 Accepts a pending proposal made to you.
   --payment-code P   where you want to be paid",
-    common!()
+    common!(),
+    "\nexample:\n  workbench accept ws://localhost:6667 prop_m3k2x1_a1b2c3d4 --payment-code 'IBAN DE00…' --identity ~/.agentchat/identity.json\n"
 );
 pub const REJECT_USAGE: &str = concat!(
     "\
@@ -38,7 +39,8 @@ usage: workbench reject <server> <proposal_id> [--reason R] [--identity F] [--na
 
 Rejects a pending proposal made to you.
   --reason R     why",
-    common!()
+    common!(),
+    "\nexample:\n  workbench reject ws://localhost:6667 prop_m3k2x1_a1b2c3d4 --reason 'busy this week'\n"
 );
 pub const COMPLETE_USAGE: &str = concat!(
     "\
@@ -46,14 +48,16 @@ usage: workbench complete <server> <proposal_id> [--proof P] [--identity F] [--n
 
 Marks an accepted proposal complete (either party may).
   --proof P      evidence: a URL, a transaction hash, …",
-    common!()
+    common!(),
+    "\nexample:\n  workbench complete ws://localhost:6667 prop_m3k2x1_a1b2c3d4 --proof https://example.org/pr/42\n"
 );
 pub const DISPUTE_USAGE: &str = concat!(
     "\
 usage: workbench dispute <server> <proposal_id> <reason> [--identity F] [--name N]
 
 Disputes an accepted proposal (either party may).",
-    common!()
+    common!(),
+    "\nexample:\n  workbench dispute ws://localhost:6667 prop_m3k2x1_a1b2c3d4 'work not delivered'\n"
 );
 
 /// The four commands differ only in their type, their optional (or, for

@@ -321,7 +321,11 @@ struct ReadLogArgs {
 fn read_log(a: ReadLogArgs) -> ToolResult {
     let p = existing(&a.project)?;
     let limit = a.limit.unwrap_or(50).clamp(1, 1000) as usize;
-    // The log is on disk whether or not the server runs: no need to start it.
+    // A server that died is restarted, as for every project tool; the log
+    // itself is read from disk, so a deliberately stopped project stays stopped.
+    if let control::Status::Stale(..) = control::status(&p) {
+        control::ensure_running(&p, &control::Launch::from_env())?;
+    }
     let mut entries =
         crate::util::tail_jsonl(&p.path("session.jsonl"), limit).map_err(|e| e.to_string())?;
     let mut truncated = false;
