@@ -153,18 +153,9 @@ pub fn spawn_call(id: Value, params: Value, out: Outbox) {
             return out.send(jsonrpc::failure(&id, &err));
         }
     };
-    const KNOWN: [&str; 9] = [
-        "workbench_scaffold",
-        "workbench_state",
-        "workbench_log",
-        "workbench_read_log",
-        "workbench_list",
-        "workbench_stop",
-        "workbench_wait",
-        "workbench_events",
-        "workbench_snapshot",
-    ];
-    if !KNOWN.contains(&call.name.as_str()) {
+
+    let known = list().as_array().is_some_and(|tools| tools.iter().any(|t| t["name"] == call.name.as_str()));
+    if !known {
         let err = RpcError::InvalidParams(format!(
             "unknown tool '{}'; tools/list has the available tools",
             call.name
