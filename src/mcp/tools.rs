@@ -154,7 +154,9 @@ pub fn spawn_call(id: Value, params: Value, out: Outbox) {
         }
     };
 
-    let known = list().as_array().is_some_and(|tools| tools.iter().any(|t| t["name"] == call.name.as_str()));
+    let known = list()
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|t| t["name"] == call.name.as_str()));
     if !known {
         let err = RpcError::InvalidParams(format!(
             "unknown tool '{}'; tools/list has the available tools",
@@ -358,6 +360,30 @@ fn events_path(since: u64, names: &[String], limit: usize, wait: u64) -> String 
     format!("/api/events?since={since}&limit={limit}&wait={wait}&names={enc}")
 }
 
+/// Keeps a result well under clients' 10 MiB limit: the oldest events that
+/// fit in `MAX_RESULT_BYTES` (at least one), with the cursor moved to the
+/// last one kept, so the next call returns the rest and nothing is lost.
+fn fit_events(mut events: Vec<Value>, cursor: u64) -> (Vec<Value>, u64) {
+    let mut size = 0;
+    let keep = events
+        .iter()
+        .position(|e| {
+            size += e.to_string().len();
+            size > MAX_RESULT_BYTES
+        })
+        .unwrap_or(events.len())
+        .max(1);
+    if keep >= events.len() {
+        return (events, cursor);
+    }
+    events.truncate(keep);
+    let cursor = events
+        .last()
+        .and_then(|e| e["seq"].as_u64())
+        .unwrap_or(cursor);
+    (events, cursor)
+}
+
 fn check_since(since: Option<i64>) -> Result<u64, String> {
     match since {
         None => Ok(0),
@@ -401,7 +427,8 @@ fn wait(a: WaitArgs, progress: Option<(Value, Outbox)>) -> ToolResult {
         )?;
         let events = r["events"].as_array().cloned().unwrap_or_default();
         if !events.is_empty() {
-            return Ok(json!({"status": "events", "events": events, "cursor": r["cursor"]}));
+            let (events, cursor) = fit_events(events, r["cursor"].as_u64().unwrap_or(since));
+            return Ok(json!({"status": "events", "events": events, "cursor": cursor}));
         }
         if Instant::now() + Duration::from_millis(200) >= deadline {
             return Ok(json!({"status": "pending", "events": [], "cursor": since}));
@@ -435,7 +462,9 @@ fn events(a: EventsArgs) -> ToolResult {
         None,
         Duration::from_secs(10),
     )?;
-    Ok(json!({"events": r["events"], "cursor": r["cursor"]}))
+    let events = r["events"].as_array().cloned().unwrap_or_default();
+    let (events, cursor) = fit_events(events, r["cursor"].as_u64().unwrap_or(since));
+    Ok(json!({"events": events, "cursor": cursor}))
 }
 
 fn snapshot(a: ProjectArgs) -> ToolResult {
@@ -455,8 +484,20 @@ fn snapshot(a: ProjectArgs) -> ToolResult {
             .unwrap_or(0);
         html.truncate(cut);
     }
+    // Visible text and form values are capped too: the whole answer stays near 1 MiB.
+    let text: String = s["text"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .take(MAX_RESULT_BYTES / 4)
+        .collect();
+    let forms = if s["forms"].to_string().len() > MAX_RESULT_BYTES / 4 {
+        json!([])
+    } else {
+        s["forms"].clone()
+    };
     Ok(
-        json!({"connected": true, "viewer": r["viewer"], "html": html, "text": s["text"], "forms": s["forms"], "title": s["title"]}),
+        json!({"connected": true, "viewer": r["viewer"], "html": html, "text": text, "forms": forms, "title": s["title"]}),
     )
 }
 
@@ -478,6 +519,21 @@ mod tests {
             assert_eq!(t["inputSchema"]["type"], "object");
             assert_eq!(t["outputSchema"]["type"], "object");
         }
+    }
+
+    #[test]
+    fn big_event_batches_are_split_without_losing_any() {
+        let big = "x".repeat(60 << 10);
+        let events: Vec<Value> = (1..=40).map(|i| json!({"seq": i, "data": big})).collect();
+        let (kept, cursor) = fit_events(events, 40);
+        assert!(kept.len() < 40 && !kept.is_empty());
+        assert_eq!(
+            cursor,
+            kept.len() as u64,
+            "the cursor points at the last event returned"
+        );
+        let (small, c) = fit_events(vec![json!({"seq": 7})], 7);
+        assert_eq!((small.len(), c), (1, 7));
     }
 
     #[test]
