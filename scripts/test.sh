@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked
-cargo test --locked -- --test-threads="${WORKBENCH_TEST_THREADS:-4}"
+cargo test --locked --no-fail-fast -- --test-threads="${WORKBENCH_TEST_THREADS:-4}"
 
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [[ -x "$CHROMIUM" ]] && command -v node >/dev/null; then

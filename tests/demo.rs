@@ -1,5 +1,5 @@
 //! `workbench demo` runs headless: it serves, drives the page like an AI,
-//! answers events, and stops cleanly.
+//! answers events, and stops cleanly on Ctrl-C (SIGINT).
 
 mod common;
 
@@ -23,7 +23,7 @@ fn demo_drives_the_page_and_answers_events() {
             "--port",
             "0",
             "--seconds",
-            "4",
+            "120",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -87,6 +87,8 @@ fn demo_drives_the_page_and_answers_events() {
     assert!(data_pushes >= 5, "live readings arrive as data pushes");
     assert!(saw_answer, "the demo answered the click in the log");
     drop(v);
+    // Ctrl-C stops the demo and its server cleanly.
+    proc.signal("INT");
     assert_eq!(proc.wait_exit(Duration::from_secs(20)), Some(0));
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();

@@ -64,6 +64,17 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let running =
         control::ensure_running(&project, &Launch { host, port }).map_err(CliError::Failed)?;
     let info = running.info;
+    // Answer every event from now on, none left over from earlier sessions.
+    let cursor = control::call(
+        &info,
+        "GET",
+        "/api/events?since=0&limit=1",
+        None,
+        Duration::from_secs(10),
+    )
+    .ok()
+    .and_then(|r| r["last_seq"].as_u64())
+    .unwrap_or(0);
     println!(
         "workbench demo: open {} in a browser  (Ctrl-C to stop)",
         info.url
@@ -79,7 +90,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             }
         })
         .expect("spawn signal relay");
-    let result = drive(&info, &tx, &rx, seconds.map(Duration::from_secs));
+    let result = drive(&info, cursor, &tx, &rx, seconds.map(Duration::from_secs));
     let stopped = control::stop(&project);
     println!("workbench demo: stopped");
     result?;
@@ -92,17 +103,9 @@ fn call(info: &ServerInfo, path: &str, body: Value) -> Result<Value, CliError> {
 }
 
 /// Long-polls the page's events and forwards them, as `workbench_wait` does.
-fn spawn_waiter(info: ServerInfo, tx: mpsc::Sender<Event>) {
-    let mut cursor = control::call(
-        &info,
-        "GET",
-        "/api/events?since=0&limit=1",
-        None,
-        Duration::from_secs(10),
-    )
-    .ok()
-    .and_then(|r| r["last_seq"].as_u64())
-    .unwrap_or(0);
+/// Starts after `cursor`: events from earlier sessions are not answered,
+/// every event since the URL was printed is.
+fn spawn_waiter(info: ServerInfo, tx: mpsc::Sender<Event>, mut cursor: u64) {
     std::thread::Builder::new()
         .name("demo-waiter".into())
         .spawn(move || loop {
@@ -127,6 +130,7 @@ fn spawn_waiter(info: ServerInfo, tx: mpsc::Sender<Event>) {
 
 fn drive(
     info: &ServerInfo,
+    cursor: u64,
     tx: &mpsc::Sender<Event>,
     rx: &mpsc::Receiver<Event>,
     limit: Option<Duration>,
@@ -141,7 +145,7 @@ fn drive(
         "/api/log",
         json!({"message": "Demo started: follow the procedure, the AI (this demo) is watching.", "level": "info"}),
     )?;
-    spawn_waiter(info.clone(), tx.clone());
+    spawn_waiter(info.clone(), tx.clone(), cursor);
 
     let started = Instant::now();
     let tick = Duration::from_millis(100);

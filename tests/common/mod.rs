@@ -243,7 +243,7 @@ impl Viewer {
         loop {
             match self.ws.read().expect("viewer read") {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json message"),
-                Message::Close(_) => panic!("viewer closed"),
+                Message::Close(f) => panic!("viewer closed: {f:?}"),
                 _ => continue,
             }
         }
