@@ -84,6 +84,27 @@ pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
     f.write_all(buf.as_bytes())
 }
 
+/// If a log file ends inside a line (a crash mid-append), ends that line, so
+/// the next append starts a line of its own instead of gluing onto garbage.
+pub fn seal_torn_line(path: &Path) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = match OpenOptions::new().read(true).append(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if f.metadata()?.len() == 0 {
+        return Ok(());
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
 /// Reads the last `limit` lines of a JSON-lines file that parse as JSON.
 /// Lines that don't parse (a torn tail after a crash) are skipped, not fatal.
 pub fn tail_jsonl(path: &Path, limit: usize) -> io::Result<Vec<Value>> {

@@ -539,3 +539,77 @@ fn a_vanished_viewer_is_noticed() {
         "vanished viewer still counted"
     );
 }
+
+#[test]
+fn corrupt_files_on_disk_are_survived_and_kept_for_inspection() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("corrupt");
+    let dir = home.project("c");
+    {
+        let srv = Server::start(&home, "c", &[]);
+        srv.post("/api/log", &json!({"message": "good entry"}));
+        srv.post_raw("/api/event", None, br#"{"name":"a"}"#);
+    }
+    // A torn state file, a half-written log line, garbage in events.jsonl.
+    std::fs::write(dir.join("state.json"), "{\"template\": \"<p>cut").unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("session.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, b"{\"ts\":\"2026\",\"mess").unwrap();
+    drop(log);
+    let mut ev = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("events.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut ev, b"not json at all\n").unwrap();
+    drop(ev);
+
+    let srv = Server::start(&home, "c", &[]);
+    let mut v = srv.viewer();
+    let (state, logs) = v.preamble(1);
+    assert_eq!(
+        state["state"],
+        json!({}),
+        "an unreadable state starts empty"
+    );
+    assert_eq!(
+        logs[0]["entry"]["message"], "good entry",
+        "readable entries survive"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("state.json.corrupt-")
+        })
+        .collect();
+    assert_eq!(
+        aside.len(),
+        1,
+        "the corrupt state is kept beside, not deleted"
+    );
+    assert_eq!(
+        std::fs::read_to_string(aside[0].path()).unwrap(),
+        "{\"template\": \"<p>cut"
+    );
+    // Numbering continues after the last good event.
+    let (s, r) = srv.post_raw("/api/event", None, br#"{"name":"b"}"#);
+    assert_eq!((s, r["seq"].clone()), (200, json!(2)));
+    let (s, _) = srv.post("/api/state", &json!({"template": "<p>fresh</p>"}));
+    assert_eq!(s, 200);
+    // A new entry is not glued onto the torn line: it reads back whole.
+    srv.post("/api/log", &json!({"message": "after the crash"}));
+    let text = std::fs::read_to_string(dir.join("session.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["message"], "after the crash");
+    assert_eq!(
+        text.lines()
+            .filter(|l| serde_json::from_str::<Value>(l).is_err())
+            .count(),
+        1,
+        "only the torn line is bad"
+    );
+}

@@ -61,6 +61,8 @@ pub struct Shared {
     pub token: String,
     pub hub: hub::Hub,
     pub events: events::Events,
+    /// Answers wait for it (`sync`) where an acknowledged write must be on disk.
+    pub disk: disk::DiskSender,
     pub stop: Sender<Stop>,
     pub max_body: usize,
     pub snapshots: Mutex<HashMap<String, mpsc::SyncSender<Value>>>,
@@ -149,6 +151,16 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let server = tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())?;
     let server = Arc::new(server);
 
+    for log in [
+        "session.jsonl",
+        "session.md",
+        "events.jsonl",
+        "cost-log.jsonl",
+    ] {
+        if let Err(e) = util::seal_torn_line(&project.path(log)) {
+            util::log_event("disk_error", json!({"file": log, "error": e.to_string()}));
+        }
+    }
     let (disk, disk_thread) = disk::start(&project);
     let recent =
         util::tail_jsonl(&project.path("session.jsonl"), hub::RECENT_LOGS).unwrap_or_default();
@@ -161,6 +173,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         token: token.clone(),
         hub: hub::Hub::new(load_state(&project), recent, disk.clone()),
         events: events::Events::new(existing_events, disk.clone()),
+        disk: disk.clone(),
         stop: stop_tx.clone(),
         max_body: cfg.max_body,
         snapshots: Mutex::new(HashMap::new()),

@@ -318,6 +318,8 @@ fn post_log(shared: &Shared, inc: &Incoming) -> Reply {
     };
     let entry = log_entry(level, message, "ai");
     let pushed = shared.hub.push_log(entry.clone());
+    // Acknowledged entries are in session.jsonl/session.md (no lock is held).
+    shared.disk.sync();
     util::log_event(
         "push_log",
         json!({"level": level, "bytes": pushed.bytes, "viewers": pushed.viewers}),
@@ -408,6 +410,8 @@ fn post_event(shared: &Shared, inc: &Incoming) -> Reply {
         &format!("event {name}: {summary}"),
         "page",
     ));
+    // The human's answer is acknowledged only once it is in events.jsonl.
+    shared.disk.sync();
     Reply::json(200, json!({"ok": true, "seq": ev["seq"]}))
 }
 
