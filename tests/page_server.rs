@@ -613,3 +613,30 @@ fn corrupt_files_on_disk_are_survived_and_kept_for_inspection() {
         "only the torn line is bad"
     );
 }
+
+#[test]
+fn big_pushes_and_then_small_ones_arrive_intact() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("big");
+    let srv = Server::start(&home, "big", &[]);
+    let mut v = srv.viewer();
+    v.preamble(0);
+    // Larger than the viewer's buffer-reset threshold, under the 8 MiB body limit.
+    let big = "b".repeat(3 << 20);
+    let (s, _) = srv.post("/api/state", &json!({"template": big}));
+    assert_eq!(s, 200);
+    for i in 0..3 {
+        srv.post("/api/state", &json!({"data": i}));
+    }
+    assert_eq!(
+        v.next()["state"]["template"].as_str().unwrap().len(),
+        3 << 20
+    );
+    for i in 0..3 {
+        assert_eq!(v.next()["state"]["data"], i);
+    }
+    // A late viewer gets the big template in its full state too.
+    let mut late = srv.viewer();
+    let (state, _) = late.preamble(0);
+    assert_eq!(state["state"]["template"].as_str().unwrap().len(), 3 << 20);
+}

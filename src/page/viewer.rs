@@ -5,6 +5,8 @@
 //! that vanished is noticed (the listener's TCP_USER_TIMEOUT turns an
 //! unanswered ping into a write error). The page talks back over HTTP.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
@@ -64,7 +66,8 @@ pub fn handle(shared: Arc<Shared>, req: tiny_http::Request) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(64 << 10))
         .max_frame_size(Some(64 << 10));
-    let mut ws = WebSocket::from_raw_socket(stream, Role::Server, Some(config));
+    let stream = Rc::new(RefCell::new(stream));
+    let new_ws = || WebSocket::from_raw_socket(Socket(stream.clone()), Role::Server, Some(config));
 
     let outbox = shared.hub.attach();
     let id = outbox.id;
@@ -72,7 +75,7 @@ pub fn handle(shared: Arc<Shared>, req: tiny_http::Request) {
         "viewer_connect",
         json!({"viewer": id, "addr": addr, "viewers": shared.hub.viewers()}),
     );
-    let reason = run(&mut ws, &outbox, ping_interval());
+    let reason = run(&new_ws, &outbox, ping_interval());
     shared.hub.detach(id);
     log_event(
         "viewer_disconnect",
@@ -80,11 +83,37 @@ pub fn handle(shared: Arc<Shared>, req: tiny_http::Request) {
     );
 }
 
+/// The upgraded stream behind a handle the viewer thread can wrap again.
+/// tungstenite never shrinks its write buffer, so after a big message the
+/// viewer starts a fresh `WebSocket` on the same stream (everything written,
+/// nothing pending: the server side keeps no other state on a push-only
+/// socket) and the old one's buffer is freed.
+struct Socket(Rc<RefCell<Box<dyn tiny_http::ReadWrite + Send>>>);
+
+impl std::io::Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+impl std::io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// Messages above this size make the viewer drop its grown write buffer.
+const BIG_MESSAGE: usize = 1 << 20;
+
 fn run<S: std::io::Read + std::io::Write>(
-    ws: &mut WebSocket<S>,
+    new_ws: &dyn Fn() -> WebSocket<S>,
     outbox: &super::hub::Outbox,
     ping_every: Duration,
 ) -> &'static str {
+    let mut ws = new_ws();
     loop {
         if outbox.dropped.load(Ordering::Relaxed) {
             let _ = ws.close(Some(CloseFrame {
@@ -98,9 +127,11 @@ fn run<S: std::io::Read + std::io::Write>(
             Ok(msg) => {
                 // Write this and whatever else is already queued, then flush once.
                 let mut written = 0;
+                let mut biggest = 0;
                 let mut next = Some(msg);
                 while let Some(m) = next {
                     written += m.len();
+                    biggest = biggest.max(m.len());
                     if ws.write(m).is_err() {
                         return "write failed";
                     }
@@ -108,6 +139,9 @@ fn run<S: std::io::Read + std::io::Write>(
                 }
                 if ws.flush().is_err() {
                     return "write failed";
+                }
+                if biggest > BIG_MESSAGE {
+                    ws = new_ws();
                 }
                 outbox.queued.fetch_sub(
                     written.min(outbox.queued.load(Ordering::Relaxed)),
