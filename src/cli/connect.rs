@@ -262,5 +262,32 @@ fn show(v: &Value) {
         "PONG" | "WELCOME" => return,
         _ => v.to_string(),
     };
-    println!("{line}");
+    println!("{}", printable(&line));
+}
+
+/// Chat is shown as text: control characters another agent sent (ANSI
+/// escapes that could rewrite the terminal, bells, carriage returns) are
+/// printed escaped, e.g. `\u{1b}[2J`, never interpreted by the terminal.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::printable("hi\u{1b}[2J\r\u{7}there\tok"),
+            "hi\\u{1b}[2J\\r\\u{7}there\tok"
+        );
+        assert_eq!(super::printable("héllo ✓"), "héllo ✓");
+    }
 }
