@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 cargo build --locked
 cargo test --locked --no-fail-fast -- --test-threads="${WORKBENCH_TEST_THREADS:-4}"
 
+# An independent Node client of the AgentChat 0.3.0 wire protocol (signing
+# with Node's crypto) against the real relay.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  [[ -d tests/compat/node_modules/ws ]] || (cd tests/compat && npm ci --no-audit --no-fund)
+  echo "== AgentChat 0.3.0 wire-compatibility test (Node client)"
+  node --test --test-concurrency=1 tests/compat/agentchat030.test.mjs
+elif [[ "${WORKBENCH_REQUIRE_BROWSER:-0}" == 1 ]]; then
+  echo "the Node compatibility test is required but node/npm is missing" >&2
+  exit 1
+else
+  echo "== SKIPPED AgentChat compatibility test: node/npm not found"
+fi
+
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [[ -x "$CHROMIUM" ]] && command -v node >/dev/null; then
   if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
