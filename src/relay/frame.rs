@@ -9,6 +9,8 @@ use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
+use tungstenite::Bytes;
+
 /// One TCP socket shared by its reader and its single writer without a
 /// second file descriptor: `&TcpStream` implements both `Read` and `Write`.
 #[derive(Clone)]
@@ -36,6 +38,74 @@ impl Write for SharedStream {
     }
     fn flush(&mut self) -> io::Result<()> {
         (&*self.0).flush()
+    }
+}
+
+/// An encoded, unmasked server frame (servers must not mask, RFC 6455
+/// §5.1), so the same bytes can be written to every peer: a broadcast is
+/// framed once and each recipient's queue holds a reference-counted clone.
+#[derive(Debug, Clone)]
+pub struct ServerFrame {
+    wire: Bytes,
+    head: usize,
+}
+
+impl ServerFrame {
+    /// Frames `payload` as one final frame with `opcode` (§5.2).
+    pub fn new(opcode: u8, payload: &[u8]) -> ServerFrame {
+        let mut wire = Vec::with_capacity(payload.len() + 10);
+        wire.push(0x80 | opcode);
+        match payload.len() {
+            n if n < 126 => wire.push(n as u8),
+            n if n <= u16::MAX as usize => {
+                wire.push(126);
+                wire.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                wire.push(127);
+                wire.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let head = wire.len();
+        wire.extend_from_slice(payload);
+        ServerFrame {
+            wire: Bytes::from(wire),
+            head,
+        }
+    }
+
+    /// A text frame (opcode 1).
+    pub fn text(s: &str) -> ServerFrame {
+        ServerFrame::new(0x1, s.as_bytes())
+    }
+
+    /// A pong echoing a ping's payload (§5.5.3).
+    pub fn pong(payload: &[u8]) -> ServerFrame {
+        ServerFrame::new(0xA, payload)
+    }
+
+    /// A close frame with a status code and reason (§5.5.1).
+    pub fn close(code: u16, reason: &str) -> ServerFrame {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        ServerFrame::new(0x8, &p)
+    }
+
+    /// The whole frame as it goes on the wire.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The payload of a text frame. Every text frame is built from a `str`
+    /// (`From<String>`, [`ServerFrame::text`]); the check is for the other kinds.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.wire[self.head..]).unwrap_or("")
+    }
+}
+
+impl From<String> for ServerFrame {
+    fn from(s: String) -> Self {
+        ServerFrame::text(&s)
     }
 }
 
@@ -323,6 +393,23 @@ mod tests {
                 Incoming::Close(Some((1000, "bye".into())))
             ]
         );
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_with_the_shortest_length() {
+        assert_eq!(&ServerFrame::text("hi").wire()[..], b"\x81\x02hi");
+        assert_eq!(ServerFrame::text("hi").as_str(), "hi");
+        assert_eq!(
+            &ServerFrame::close(1000, "").wire()[..],
+            b"\x88\x02\x03\xe8"
+        );
+        let long = ServerFrame::text(&"x".repeat(300));
+        assert_eq!(&long.wire()[..4], b"\x81\x7e\x01\x2c");
+        let huge = ServerFrame::text(&"x".repeat(70_000));
+        assert_eq!(&huge.wire()[..10], b"\x81\x7f\0\0\0\0\0\x01\x11\x70");
+        // Our own reader (client role) reads them back.
+        let mut r = FrameReader::new(io::Cursor::new(long.wire().to_vec()), Role::Client, 1000);
+        assert_eq!(r.next().ok(), Some(Incoming::Text("x".repeat(300))));
     }
 
     #[test]
