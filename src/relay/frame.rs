@@ -5,7 +5,7 @@
 //! Writing stays with tungstenite. This is not a general WebSocket library:
 //! no extensions, and messages over the size cap are skipped, not buffered.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 
@@ -181,14 +181,20 @@ pub struct FrameReader<R> {
 impl<R: Read> FrameReader<R> {
     pub fn new(src: R, role: Role, max_message: usize) -> Self {
         FrameReader {
-            // Small: an idle connection should cost little memory; frames
-            // larger than this are read straight through it.
-            src: BufReader::with_capacity(4096, src),
+            // Small: an idle connection should cost little memory (most
+            // AgentChat messages fit); larger frames are read straight
+            // through it.
+            src: BufReader::with_capacity(1024, src),
             role,
             max_message,
             partial: None,
             buf: Vec::new(),
         }
+    }
+
+    /// Whether bytes are already buffered, so the next read may not block.
+    pub fn has_buffered(&self) -> bool {
+        !self.src.buffer().is_empty()
     }
 
     /// Blocks until the next complete message or control frame. An orderly
@@ -284,9 +290,18 @@ impl<R: Read> FrameReader<R> {
             self.buf = Vec::new();
         }
         if partial.skipping {
-            let skipped = io::copy(&mut (&mut self.src).take(len), &mut io::sink())?;
-            if skipped < len {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            // Through the BufReader's own buffer: `io::copy` would put an
+            // 8 KiB buffer on the stack, and its stack probe would keep those
+            // pages resident under every idle reader.
+            let mut left = len;
+            while left > 0 {
+                let buf = self.src.fill_buf()?;
+                if buf.is_empty() {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                self.src.consume(n);
+                left -= n as u64;
             }
         } else {
             let start = self.buf.len();

@@ -206,7 +206,9 @@ impl Hub {
         id
     }
 
-    /// Handles one validated message from connection `id`.
+    /// Handles one validated message from connection `id`. Not inlined into
+    /// the reader loop: its deep frames stay off the reader's resident stack.
+    #[inline(never)]
     pub fn handle(&self, id: ConnId, msg: ClientMsg) {
         let mut fx = Effects::default();
         {
