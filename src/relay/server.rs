@@ -18,6 +18,12 @@ use super::writer::Writer;
 use crate::sys;
 use crate::util::log_event;
 
+/// Writer threads. One: on the 2-core machine BENCHMARKS.md was measured
+/// on, two writers (sockets split between them) were no faster and cost
+/// a little more CPU per delivery; `sendmsg` itself is ~80% of the relay's
+/// CPU under load. More cores would be the reason to raise it.
+const WRITER_THREADS: usize = 1;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub host: String,
@@ -102,7 +108,7 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     );
 
     let hub = Arc::new(Hub::new(cfg.hub.clone(), seed()));
-    let writer = Writer::start()?;
+    let writer = Writer::start(WRITER_THREADS)?;
     let active = Arc::new(Active::default());
     {
         let hub = hub.clone();

@@ -33,6 +33,27 @@ const WAKE: Token = 0;
 /// Chunks handed to one `sendmsg` (well under `IOV_MAX`).
 const MAX_IOV: usize = 64;
 
+/// Tokens are distinct small integers, so a multiplicative hash is enough;
+/// the default SipHash showed up in profiles at one lookup per delivery.
+#[derive(Default, Clone, Copy)]
+struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type Peers = HashMap<Token, Peer, std::hash::BuildHasherDefault<TokenHasher>>;
+
 /// A request to the writer thread, in the order it must happen.
 enum Cmd {
     /// A new connection: from now on the writer owns its write side.
@@ -48,8 +69,6 @@ enum Cmd {
 }
 
 struct Shared {
-    /// The next socket token.
-    next: AtomicU64,
     queue: Mutex<Vec<Cmd>>,
     /// An eventfd the writer sleeps on (through epoll) when `queue` is empty.
     wake: OwnedFd,
@@ -83,61 +102,75 @@ impl Shared {
     }
 }
 
-/// The handle to the writer thread; cheap to clone.
+/// The handle to the writer threads; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    shared: Arc<Shared>,
+    /// One per writer thread; a socket belongs to `shards[token % len]`.
+    shards: Arc<[Arc<Shared>]>,
+    next: Arc<AtomicU64>,
 }
 
 impl Writer {
-    /// Starts the writer thread. It runs for the life of the process.
-    pub fn start() -> io::Result<Writer> {
-        // SAFETY: plain syscalls; results are checked before use.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `wake` is a fresh descriptor we own.
-        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-        // SAFETY: as above.
-        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if epfd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `epfd` is a fresh descriptor we own.
-        let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
-        epoll_ctl(
-            epfd.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            wake.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            WAKE,
-        )?;
-        let shared = Arc::new(Shared {
-            next: AtomicU64::new(WAKE + 1),
-            queue: Mutex::new(Vec::new()),
-            wake,
-        });
-        let loop_shared = shared.clone();
-        thread::Builder::new()
-            .name("relay-writer".into())
-            .spawn(move || write_loop(&loop_shared, epfd))?;
-        Ok(Writer { shared })
+    /// Starts `threads` writer threads (at least one). They run for the
+    /// life of the process.
+    pub fn start(threads: usize) -> io::Result<Writer> {
+        let shards = (0..threads.max(1))
+            .map(start_one)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Writer {
+            shards: shards.into(),
+            next: Arc::new(AtomicU64::new(WAKE + 1)),
+        })
     }
 
-    /// Hands the write side of `stream` to the writer. Once `cap` messages
-    /// are queued and not yet written, sending through the outbox fails.
+    /// Hands the write side of `stream` to a writer thread. Once `cap`
+    /// messages are queued and not yet written, sending through the outbox
+    /// fails.
     pub fn add(&self, stream: Arc<TcpStream>, cap: usize) -> PeerOutbox {
-        let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let shared = self.shards[(id % self.shards.len() as u64) as usize].clone();
         let queued = Arc::new(AtomicUsize::new(0));
-        self.shared.push(Cmd::Add(id, stream, queued.clone()));
+        shared.push(Cmd::Add(id, stream, queued.clone()));
         PeerOutbox {
             id,
             cap,
             queued,
-            shared: self.shared.clone(),
+            shared,
         }
     }
+}
+
+fn start_one(n: usize) -> io::Result<Arc<Shared>> {
+    // SAFETY: plain syscalls; results are checked before use.
+    let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if wake < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `wake` is a fresh descriptor we own.
+    let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+    // SAFETY: as above.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `epfd` is a fresh descriptor we own.
+    let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
+    epoll_ctl(
+        epfd.as_raw_fd(),
+        libc::EPOLL_CTL_ADD,
+        wake.as_raw_fd(),
+        libc::EPOLLIN as u32,
+        WAKE,
+    )?;
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Vec::new()),
+        wake,
+    });
+    let loop_shared = shared.clone();
+    thread::Builder::new()
+        .name(format!("relay-writer-{n}"))
+        .spawn(move || write_loop(&loop_shared, epfd))?;
+    Ok(shared)
 }
 
 /// One connection's bounded queue in front of the writer thread. The hub
@@ -198,7 +231,7 @@ struct Peer {
 
 fn write_loop(shared: &Shared, epfd: OwnedFd) {
     let epfd = epfd.as_raw_fd();
-    let mut peers: HashMap<Token, Peer> = HashMap::new();
+    let mut peers = Peers::default();
     let mut dirty: Vec<Token> = Vec::new();
     let mut cmds: Vec<Cmd> = Vec::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
@@ -244,7 +277,7 @@ fn write_loop(shared: &Shared, epfd: OwnedFd) {
     }
 }
 
-fn apply(epfd: RawFd, peers: &mut HashMap<Token, Peer>, dirty: &mut Vec<Token>, cmd: Cmd) {
+fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
     match cmd {
         Cmd::Add(id, stream, queued) => {
             peers.insert(
