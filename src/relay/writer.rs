@@ -452,3 +452,77 @@ fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> io::Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writer over real loopback sockets, without the hub or a
+    //! handshake: the bytes on the wire, a peer that never reads, and close.
+    use super::*;
+    use crate::relay::frame::{FrameReader, Incoming, Role};
+    use std::net::TcpListener;
+
+    /// (server side for the writer, client side for the test)
+    fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        (Arc::new(s), c)
+    }
+
+    fn text(s: &str) -> Out {
+        Out::Text(ServerFrame::text(s))
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_fills_its_own_outbox_only() {
+        let w = Writer::start(1).expect("writer");
+        let (fast_s, fast_c) = pair();
+        let (slow_s, _slow_c) = pair();
+        let fast = w.add(fast_s, 16);
+        let slow = w.add(slow_s, 16);
+        let pad = "x".repeat(16 * 1024);
+        let mut reader = FrameReader::new(fast_c, Role::Client, 1 << 20);
+        let mut refused_at = None;
+        for i in 0..10_000 {
+            let msg = format!("{i}:{pad}");
+            if slow.try_send(text(&msg)).is_err() {
+                refused_at = Some(i);
+                break;
+            }
+            fast.try_send(text(&msg))
+                .expect("the reading peer never fills");
+            // Read back in step, so only the slow peer can fall behind.
+            match reader.next() {
+                Ok(Incoming::Text(got)) => assert_eq!(got, msg),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(refused_at.is_some(), "the never-reading peer was refused");
+        fast.try_send(text("after")).expect("still taken");
+        assert_eq!(reader.next().ok(), Some(Incoming::Text("after".into())));
+    }
+
+    #[test]
+    fn close_writes_queued_frames_then_the_close_and_shuts() {
+        let w = Writer::start(1).expect("writer");
+        let (s, c) = pair();
+        let out = w.add(s, 16);
+        out.try_send(text("one")).expect("queued");
+        out.try_send(Out::Pong(Bytes::from_static(b"p")))
+            .expect("queued");
+        out.try_send(Out::Close(1001, "bye")).expect("queued");
+        out.try_send(text("dropped"))
+            .expect("queued, then discarded");
+        let mut r = FrameReader::new(c, Role::Client, 1024);
+        assert_eq!(r.next().ok(), Some(Incoming::Text("one".into())));
+        assert_eq!(r.next().ok(), Some(Incoming::Pong));
+        assert_eq!(
+            r.next().ok(),
+            Some(Incoming::Close(Some((1001, "bye".into()))))
+        );
+        assert!(r.next().is_err(), "nothing after the close; socket shut");
+        out.finish();
+    }
+}
