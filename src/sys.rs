@@ -265,7 +265,9 @@ pub fn wait_pid_exit(pid: u32, limit: std::time::Duration) -> bool {
 /// frame is live, so dropping (zero-filling on next touch) is safe.
 #[inline(never)]
 pub fn trim_stack() {
-    const MARGIN: usize = 1024;
+    // Room for this frame and the madvise call below it (a few hundred
+    // bytes); the range is then rounded down to a page boundary.
+    const MARGIN: usize = 2048;
     let marker = 0u8;
     let sp = std::hint::black_box(&marker) as *const u8 as usize;
     // SAFETY: `attr` is initialised by pthread_getattr_np before use and
