@@ -256,3 +256,41 @@ pub fn wait_pid_exit(pid: u32, limit: std::time::Duration) -> bool {
     unsafe { libc::close(fd) };
     r > 0 || !pid_alive(pid)
 }
+
+/// Gives the calling thread's unused stack pages back to the kernel: every
+/// page below the current frame (less a margin for this call) that a deeper
+/// call touched earlier. A thread that once ran something deep (the
+/// WebSocket handshake) and then blocks shallow for hours would otherwise
+/// keep those pages resident for its whole life. Nothing below the current
+/// frame is live, so dropping (zero-filling on next touch) is safe.
+#[inline(never)]
+pub fn trim_stack() {
+    // Room for this frame and the madvise call below it (a few hundred
+    // bytes); the range is then rounded down to a page boundary.
+    const MARGIN: usize = 2048;
+    let marker = 0u8;
+    let sp = std::hint::black_box(&marker) as *const u8 as usize;
+    // SAFETY: `attr` is initialised by pthread_getattr_np before use and
+    // destroyed after; the madvise range lies inside this thread's stack
+    // mapping, below every live frame of this thread (signals are blocked
+    // in relay threads, so no handler frame can be there either).
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        let page = match libc::sysconf(libc::_SC_PAGESIZE) {
+            n if n > 0 => n as usize,
+            _ => 4096,
+        };
+        let lo = (addr as usize).div_ceil(page) * page;
+        let hi = sp.saturating_sub(MARGIN) & !(page - 1);
+        if ok && hi > lo && sp < addr as usize + size {
+            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED);
+        }
+    }
+}

@@ -1,28 +1,30 @@
-//! One relay connection: the WebSocket handshake, then a reader loop (this
-//! thread) and a writer thread joined by a bounded outbox. The writer is the
-//! only code that writes to the socket; the reader sends it pongs and close
-//! replies like any other outgoing message. Not here: what messages mean
-//! (`hub`) or how they are spelled (`protocol`).
+//! One relay connection: the WebSocket handshake, then a reader loop on
+//! this thread. Writing belongs to the relay's single writer thread
+//! (`writer`): this reader queues its pongs, close replies and refusals on
+//! the connection's outbox like any other outgoing message, so the socket
+//! keeps exactly one writer. Not here: what messages mean (`hub`) or how
+//! they are spelled (`protocol`).
 
 use std::net::TcpStream;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
 use serde_json::json;
-use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::{Message, Utf8Bytes, WebSocket};
 
-use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
-use super::hub::{ConnId, Hub, Out};
+use super::frame::{FrameReader, Incoming, ReadError, Role, ServerFrame, SharedStream};
+use super::hub::{ConnId, Hub, Out, Outbox};
 use super::protocol::{ClientMsg, Refusal, ServerMsg};
+use super::writer::{PeerOutbox, Writer};
 use crate::util::{log_event, now_ms};
 
 /// How long a client may take to send its upgrade request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stack trimming before a blocking read: after each of the first
+/// `TRIM_FIRST` messages, then after every `TRIM_EVERY`th.
+const TRIM_FIRST: u64 = 8;
+const TRIM_EVERY: u64 = 256;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -33,7 +35,47 @@ pub struct Limits {
 }
 
 /// Runs one accepted connection to completion on the calling thread.
-pub fn serve(hub: Arc<Hub>, stream: TcpStream, limits: Limits) {
+///
+/// Every step but the loop is a separate, non-inlined function: the stack
+/// under a blocked reader is then only a few small frames, and what the
+/// deeper steps touched is given back (`trim_stack`), so thousands of idle
+/// connections cost little resident memory.
+pub fn serve(hub: Arc<Hub>, writer: &Writer, stream: TcpStream, limits: Limits) {
+    let Some((shared, peer)) = handshake(stream) else {
+        return;
+    };
+    let (id, outbox) = open(&hub, writer, &shared, peer, limits);
+    let reason = read_loop(&hub, id, shared, &outbox, limits);
+    close(&hub, id, reason, &outbox);
+}
+
+/// Hands the socket's write side to the writer and registers with the hub.
+#[inline(never)]
+fn open(
+    hub: &Hub,
+    writer: &Writer,
+    shared: &SharedStream,
+    peer: String,
+    limits: Limits,
+) -> (ConnId, PeerOutbox) {
+    let outbox = writer.add(shared.0.clone(), limits.outbox);
+    let id = hub.register(outbox.clone(), Some(shared.clone()));
+    log_event("connect", json!({"conn": id, "peer": peer}));
+    (id, outbox)
+}
+
+#[inline(never)]
+fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerOutbox) {
+    hub.disconnect(id, reason);
+    outbox.finish();
+}
+
+/// The HTTP upgrade (RFC 6455 §4.2). tungstenite writes the 101 response
+/// on this thread, before the writer thread knows the socket; its buffers
+/// are dropped right after. Not inlined, so its deep frames are gone (and
+/// can be trimmed) by the time the read loop starts.
+#[inline(never)]
+fn handshake(stream: TcpStream) -> Option<(SharedStream, String)> {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -41,130 +83,103 @@ pub fn serve(hub: Arc<Hub>, stream: TcpStream, limits: Limits) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let shared = SharedStream::new(stream);
-    // The writer never reads, so its read buffer can stay small; writes
-    // coalesce up to 16 KiB between flushes.
     let config = WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(16 * 1024);
-    let ws = match tungstenite::accept_with_config(shared.clone(), Some(config)) {
-        Ok(ws) => ws,
+        .write_buffer_size(0);
+    match tungstenite::accept_with_config(shared.clone(), Some(config)) {
+        Ok(ws) => drop(ws),
         Err(e) => {
             log_event(
                 "handshake_failed",
                 json!({"peer": peer, "error": e.to_string()}),
             );
-            return;
+            return None;
         }
     };
     let _ = shared.0.set_read_timeout(None);
-
-    let (tx, rx) = sync_channel(limits.outbox);
-    let id = hub.register(tx.clone(), Some(shared.clone()));
-    log_event("connect", json!({"conn": id, "peer": peer}));
-
-    let writer_stream = shared.clone();
-    let writer = thread::Builder::new()
-        .name(format!("relay-w-{id}"))
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            let _ = write_loop(ws, rx);
-            // Wakes our reader if the peer went away while we wrote.
-            writer_stream.shutdown();
-        });
-    let writer = match writer {
-        Ok(w) => w,
-        Err(e) => {
-            log_event("spawn_failed", json!({"conn": id, "error": e.to_string()}));
-            hub.disconnect(id, "no writer thread");
-            shared.shutdown();
-            return;
-        }
-    };
-
-    let reason = read_loop(&hub, id, shared, &tx, limits);
-    hub.disconnect(id, reason);
-    drop(tx);
-    let _ = writer.join();
+    Some((shared, peer))
 }
 
 /// Reads until the peer leaves or breaks the protocol; returns why.
+#[inline(never)]
 fn read_loop(
     hub: &Hub,
     id: ConnId,
     stream: SharedStream,
-    tx: &SyncSender<Out>,
+    outbox: &PeerOutbox,
     limits: Limits,
 ) -> &'static str {
     let mut reader = FrameReader::new(stream, Role::Server, limits.max_message);
+    let mut handled: u64 = 0;
     loop {
+        // About to block: give back stack pages the last handler touched.
+        // Always for a connection's first messages (IDENTIFY, JOIN: an
+        // agent that then idles keeps only its shallow frames), then only
+        // now and then, so a busy connection does not pay a syscall and
+        // page faults per message.
+        if !reader.has_buffered() && (handled < TRIM_FIRST || handled.is_multiple_of(TRIM_EVERY)) {
+            crate::sys::trim_stack();
+        }
+        handled += 1;
         let incoming = match reader.next() {
             Ok(m) => m,
             Err(ReadError::Io(_)) => return "connection closed",
             Err(ReadError::Protocol(what)) => {
-                let _ = tx.try_send(Out::Close(1002, what));
+                let _ = outbox.try_send(Out::Close(1002, what));
                 return "protocol error";
             }
         };
-        let refusal = match incoming {
-            Incoming::Text(text) => match ClientMsg::parse(&text) {
-                Ok(msg) => {
-                    hub.handle(id, msg);
-                    None
-                }
-                Err(r) => Some(r),
-            },
-            Incoming::Binary => Some(Refusal::invalid(
-                "Binary frames are not supported; send JSON text frames",
-            )),
-            Incoming::BadUtf8 => Some(Refusal::invalid("Text frame is not valid UTF-8")),
-            Incoming::TooBig(n) => Some(Refusal::invalid(format!(
-                "Message of {n} bytes exceeds the {} byte limit",
-                limits.max_message
-            ))),
-            Incoming::Ping(payload) => {
-                if tx.try_send(Out::Pong(payload.into())).is_err() {
-                    return "outbox full";
-                }
-                None
-            }
-            Incoming::Pong => None,
-            Incoming::Close(_) => {
-                // Echo the close (RFC 6455 §5.5.1); the writer then stops.
-                let _ = tx.try_send(Out::Close(1000, ""));
-                return "closed by client";
-            }
-        };
-        if let Some(r) = refusal {
-            let text = ServerMsg::from(&r).encode(now_ms());
-            if tx.try_send(Out::Text(text.into())).is_err() {
-                return "outbox full";
-            }
+        if let Err(reason) = handle_incoming(hub, id, incoming, outbox, limits) {
+            return reason;
         }
     }
 }
 
-/// Writes everything queued for one peer. Drains what is already queued
-/// before flushing, so a burst costs one syscall, not one per message.
-fn write_loop(mut ws: WebSocket<SharedStream>, rx: Receiver<Out>) -> tungstenite::Result<()> {
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(out) = next {
-            match out {
-                Out::Text(text) => ws.write(Message::Text(text))?,
-                Out::Pong(payload) => ws.write(Message::Pong(payload))?,
-                Out::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    let _ = ws.close(Some(frame));
-                    let _ = ws.flush();
-                    return Ok(());
-                }
+/// Acts on one message or control frame; `Err` ends the connection with
+/// that reason. Not inlined, so the read loop's own frame stays shallow.
+#[inline(never)]
+fn handle_incoming(
+    hub: &Hub,
+    id: ConnId,
+    incoming: Incoming,
+    outbox: &PeerOutbox,
+    limits: Limits,
+) -> Result<(), &'static str> {
+    let refusal = match incoming {
+        Incoming::Text(text) => match ClientMsg::parse(&text) {
+            Ok(msg) => {
+                hub.handle(id, msg);
+                None
             }
-            next = rx.try_recv().ok();
+            Err(r) => Some(r),
+        },
+        Incoming::Binary => Some(Refusal::invalid(
+            "Binary frames are not supported; send JSON text frames",
+        )),
+        Incoming::BadUtf8 => Some(Refusal::invalid("Text frame is not valid UTF-8")),
+        Incoming::TooBig(n) => Some(Refusal::invalid(format!(
+            "Message of {n} bytes exceeds the {} byte limit",
+            limits.max_message
+        ))),
+        Incoming::Ping(payload) => {
+            if outbox.try_send(Out::Pong(payload.into())).is_err() {
+                return Err("outbox full");
+            }
+            None
         }
-        ws.flush()?;
+        Incoming::Pong => None,
+        Incoming::Close(_) => {
+            // Echo the close (RFC 6455 §5.5.1); the writer then shuts the
+            // socket.
+            let _ = outbox.try_send(Out::Close(1000, ""));
+            return Err("closed by client");
+        }
+    };
+    if let Some(r) = refusal {
+        let text = ServerMsg::from(&r).encode(now_ms());
+        if outbox.try_send(Out::Text(ServerFrame::from(text))).is_err() {
+            return Err("outbox full");
+        }
     }
     Ok(())
 }

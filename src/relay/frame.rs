@@ -5,9 +5,11 @@
 //! Writing stays with tungstenite. This is not a general WebSocket library:
 //! no extensions, and messages over the size cap are skipped, not buffered.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
+
+use tungstenite::Bytes;
 
 /// One TCP socket shared by its reader and its single writer without a
 /// second file descriptor: `&TcpStream` implements both `Read` and `Write`.
@@ -36,6 +38,74 @@ impl Write for SharedStream {
     }
     fn flush(&mut self) -> io::Result<()> {
         (&*self.0).flush()
+    }
+}
+
+/// An encoded, unmasked server frame (servers must not mask, RFC 6455
+/// §5.1), so the same bytes can be written to every peer: a broadcast is
+/// framed once and each recipient's queue holds a reference-counted clone.
+#[derive(Debug, Clone)]
+pub struct ServerFrame {
+    wire: Bytes,
+    head: usize,
+}
+
+impl ServerFrame {
+    /// Frames `payload` as one final frame with `opcode` (§5.2).
+    pub fn new(opcode: u8, payload: &[u8]) -> ServerFrame {
+        let mut wire = Vec::with_capacity(payload.len() + 10);
+        wire.push(0x80 | opcode);
+        match payload.len() {
+            n if n < 126 => wire.push(n as u8),
+            n if n <= u16::MAX as usize => {
+                wire.push(126);
+                wire.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                wire.push(127);
+                wire.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let head = wire.len();
+        wire.extend_from_slice(payload);
+        ServerFrame {
+            wire: Bytes::from(wire),
+            head,
+        }
+    }
+
+    /// A text frame (opcode 1).
+    pub fn text(s: &str) -> ServerFrame {
+        ServerFrame::new(0x1, s.as_bytes())
+    }
+
+    /// A pong echoing a ping's payload (§5.5.3).
+    pub fn pong(payload: &[u8]) -> ServerFrame {
+        ServerFrame::new(0xA, payload)
+    }
+
+    /// A close frame with a status code and reason (§5.5.1).
+    pub fn close(code: u16, reason: &str) -> ServerFrame {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        ServerFrame::new(0x8, &p)
+    }
+
+    /// The whole frame as it goes on the wire.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// The payload of a text frame. Every text frame is built from a `str`
+    /// (`From<String>`, [`ServerFrame::text`]); the check is for the other kinds.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.wire[self.head..]).unwrap_or("")
+    }
+}
+
+impl From<String> for ServerFrame {
+    fn from(s: String) -> Self {
+        ServerFrame::text(&s)
     }
 }
 
@@ -111,14 +181,20 @@ pub struct FrameReader<R> {
 impl<R: Read> FrameReader<R> {
     pub fn new(src: R, role: Role, max_message: usize) -> Self {
         FrameReader {
-            // Small: an idle connection should cost little memory; frames
-            // larger than this are read straight through it.
-            src: BufReader::with_capacity(4096, src),
+            // Small: an idle connection should cost little memory (most
+            // AgentChat messages fit); larger frames are read straight
+            // through it.
+            src: BufReader::with_capacity(1024, src),
             role,
             max_message,
             partial: None,
             buf: Vec::new(),
         }
+    }
+
+    /// Whether bytes are already buffered, so the next read may not block.
+    pub fn has_buffered(&self) -> bool {
+        !self.src.buffer().is_empty()
     }
 
     /// Blocks until the next complete message or control frame. An orderly
@@ -214,9 +290,18 @@ impl<R: Read> FrameReader<R> {
             self.buf = Vec::new();
         }
         if partial.skipping {
-            let skipped = io::copy(&mut (&mut self.src).take(len), &mut io::sink())?;
-            if skipped < len {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            // Through the BufReader's own buffer: `io::copy` would put an
+            // 8 KiB buffer on the stack, and its stack probe would keep those
+            // pages resident under every idle reader.
+            let mut left = len;
+            while left > 0 {
+                let buf = self.src.fill_buf()?;
+                if buf.is_empty() {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                self.src.consume(n);
+                left -= n as u64;
             }
         } else {
             let start = self.buf.len();
@@ -323,6 +408,23 @@ mod tests {
                 Incoming::Close(Some((1000, "bye".into())))
             ]
         );
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_with_the_shortest_length() {
+        assert_eq!(&ServerFrame::text("hi").wire()[..], b"\x81\x02hi");
+        assert_eq!(ServerFrame::text("hi").as_str(), "hi");
+        assert_eq!(
+            &ServerFrame::close(1000, "").wire()[..],
+            b"\x88\x02\x03\xe8"
+        );
+        let long = ServerFrame::text(&"x".repeat(300));
+        assert_eq!(&long.wire()[..4], b"\x81\x7e\x01\x2c");
+        let huge = ServerFrame::text(&"x".repeat(70_000));
+        assert_eq!(&huge.wire()[..10], b"\x81\x7f\0\0\0\0\0\x01\x11\x70");
+        // Our own reader (client role) reads them back.
+        let mut r = FrameReader::new(io::Cursor::new(long.wire().to_vec()), Role::Client, 1000);
+        assert_eq!(r.next().ok(), Some(Incoming::Text("x".repeat(300))));
     }
 
     #[test]

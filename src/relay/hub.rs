@@ -11,9 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use tungstenite::{Bytes, Utf8Bytes};
+use tungstenite::Bytes;
 
-use super::frame::SharedStream;
+use super::frame::{ServerFrame, SharedStream};
 use super::handle_proposal::{self, Actor};
 use super::proposals::ProposalStore;
 use super::protocol::{
@@ -30,16 +30,34 @@ const MAX_INVITES_PER_CHANNEL: usize = 10_000;
 
 pub type ConnId = u64;
 
-/// What a connection's writer thread is asked to put on the wire.
+/// What a connection's writer is asked to put on the wire.
 #[derive(Debug, Clone)]
 pub enum Out {
-    /// A whole text frame; cloning shares the bytes, so a broadcast is
-    /// encoded once.
-    Text(Utf8Bytes),
+    /// A whole text frame, already framed; cloning shares the bytes, so a
+    /// broadcast is encoded and framed once.
+    Text(ServerFrame),
     /// The answer to a WebSocket ping (RFC 6455 §5.5.3: same payload).
     Pong(Bytes),
     /// Send a close frame and stop writing.
     Close(u16, &'static str),
+}
+
+/// Where the hub queues a connection's outgoing messages: a bounded queue
+/// in front of the one thing that writes that socket. `try_send` never
+/// blocks; an error means full or closed, and the hub drops that peer.
+pub trait Outbox: Send {
+    fn try_send(&self, out: Out) -> Result<(), Full>;
+}
+
+/// The outbox was full or its writer is gone.
+#[derive(Debug)]
+pub struct Full;
+
+/// A plain channel as an outbox (in-process tests).
+impl Outbox for SyncSender<Out> {
+    fn try_send(&self, out: Out) -> Result<(), Full> {
+        SyncSender::try_send(self, out).map_err(|_| Full)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +107,7 @@ struct Agent {
 }
 
 struct Conn {
-    outbox: SyncSender<Out>,
+    outbox: Box<dyn Outbox>,
     /// Shut down when the hub drops this peer, waking its reader and writer.
     /// `None` in in-process tests.
     stream: Option<SharedStream>,
@@ -170,7 +188,7 @@ impl Hub {
     }
 
     /// Adds a connection; messages for it go to `outbox`.
-    pub fn register(&self, outbox: SyncSender<Out>, stream: Option<SharedStream>) -> ConnId {
+    pub fn register(&self, outbox: impl Outbox + 'static, stream: Option<SharedStream>) -> ConnId {
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
@@ -178,7 +196,7 @@ impl Hub {
         st.conns.insert(
             id,
             Conn {
-                outbox,
+                outbox: Box::new(outbox),
                 stream,
                 agent: None,
                 channels: Vec::new(),
@@ -188,7 +206,9 @@ impl Hub {
         id
     }
 
-    /// Handles one validated message from connection `id`.
+    /// Handles one validated message from connection `id`. Not inlined into
+    /// the reader loop: its deep frames stay off the reader's resident stack.
+    #[inline(never)]
     pub fn handle(&self, id: ConnId, msg: ClientMsg) {
         let mut fx = Effects::default();
         {
@@ -274,7 +294,7 @@ impl State {
     }
 
     /// Queues one already-encoded frame on every member of `members`.
-    fn broadcast(&self, members: &[ConnId], text: &Utf8Bytes, fx: &mut Effects) {
+    fn broadcast(&self, members: &[ConnId], text: &ServerFrame, fx: &mut Effects) {
         for m in members {
             self.send(*m, Out::Text(text.clone()), fx);
         }
@@ -396,7 +416,7 @@ impl State {
                         ));
                     }
                 })?;
-        let text: Utf8Bytes = routed.frame.into();
+        let text: ServerFrame = routed.frame.into();
         if let Some(dest) = routed
             .notify
             .as_deref()
@@ -490,7 +510,7 @@ impl State {
         }
         let already = ch.members.contains(&id);
         if !already {
-            let text: Utf8Bytes = ServerMsg::AgentJoined {
+            let text: ServerFrame = ServerMsg::AgentJoined {
                 channel: channel.as_str(),
                 agent: agent_id.as_str(),
             }
@@ -578,7 +598,7 @@ impl State {
 
     fn tell_left(&self, channel: &ChannelName, agent: &str, fx: &mut Effects) {
         if let Some(ch) = self.channels.get(channel) {
-            let text: Utf8Bytes = ServerMsg::AgentLeft {
+            let text: ServerFrame = ServerMsg::AgentLeft {
                 channel: channel.as_str(),
                 agent,
             }
@@ -637,7 +657,7 @@ impl State {
             (Some(_), Some(t)) => t,
             _ => now_ms(),
         };
-        let text: Utf8Bytes = ServerMsg::Msg {
+        let text: ServerFrame = ServerMsg::Msg {
             from: from.as_str(),
             to: to.as_str(),
             content: &content,

@@ -1,8 +1,9 @@
 //! The AgentChat relay (`workbench relay`) and the client the relay CLI
 //! commands share. Wire types live in `protocol`, frame reading in `frame`,
-//! shared state and message handling in `hub`, one connection's reader and
-//! writer in `conn`, the process (listen, accept, signals) in `server`, and
-//! the blocking client in `client`. Identities and proposals (issue 7):
+//! shared state and message handling in `hub`, one connection's reader in
+//! `conn`, the one thread that writes every socket in `writer`, the process
+//! (listen, accept, signals) in `server`, and the blocking client in
+//! `client`. Identities and proposals (issue 7):
 //! keys and the identity file in `identity`, the exact signed texts in
 //! `signing`, the proposal store in `proposals`, and proposal messages in
 //! `handle_proposal`, which `hub` dispatches to.
@@ -17,3 +18,4 @@ pub mod proposals;
 pub mod protocol;
 pub mod server;
 pub mod signing;
+pub mod writer;

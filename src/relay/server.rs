@@ -1,5 +1,6 @@
-//! The relay process: bind, accept on a named thread, one named thread per
-//! connection (`conn::serve`), and a clean stop on SIGINT/SIGTERM. Nothing
+//! The relay process: bind, accept on a named thread, one named reader
+//! thread per connection (`conn::serve`), the one writer thread
+//! (`writer`), and a clean stop on SIGINT/SIGTERM. Nothing
 //! here runs on a timer, so an idle relay uses no CPU.
 
 use std::io::{self, Write};
@@ -13,8 +14,15 @@ use serde_json::json;
 
 use super::conn::{self, Limits};
 use super::hub::{Hub, HubConfig};
+use super::writer::Writer;
 use crate::sys;
 use crate::util::log_event;
+
+/// Writer threads. One: on the 2-core machine BENCHMARKS.md was measured
+/// on, two writers (sockets split between them) were no faster and cost
+/// a little more CPU per delivery; `sendmsg` itself is ~80% of the relay's
+/// CPU under load. More cores would be the reason to raise it.
+const WRITER_THREADS: usize = 1;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -100,6 +108,7 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     );
 
     let hub = Arc::new(Hub::new(cfg.hub.clone(), seed()));
+    let writer = Writer::start(WRITER_THREADS)?;
     let active = Arc::new(Active::default());
     {
         let hub = hub.clone();
@@ -107,7 +116,7 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
         let cfg = cfg.clone();
         thread::Builder::new()
             .name("relay-accept".into())
-            .spawn(move || accept_loop(listener, hub, active, &cfg))?;
+            .spawn(move || accept_loop(listener, hub, writer, active, &cfg))?;
     }
 
     let sig = signals.recv().unwrap_or(libc::SIGTERM);
@@ -121,7 +130,13 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     Ok(())
 }
 
-fn accept_loop(listener: TcpListener, hub: Arc<Hub>, active: Arc<Active>, cfg: &ServerConfig) {
+fn accept_loop(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    writer: Writer,
+    active: Arc<Active>,
+    cfg: &ServerConfig,
+) {
     let mut n: u64 = 0;
     for stream in listener.incoming() {
         let stream = match stream {
@@ -140,13 +155,14 @@ fn accept_loop(listener: TcpListener, hub: Arc<Hub>, active: Arc<Active>, cfg: &
         }
         let slot = Slot(active.clone());
         let hub = hub.clone();
+        let writer = writer.clone();
         let limits = cfg.limits;
         let spawned = thread::Builder::new()
             .name(format!("relay-conn-{n}"))
             .stack_size(512 * 1024)
             .spawn(move || {
                 let _slot = slot;
-                conn::serve(hub, stream, limits);
+                conn::serve(hub, &writer, stream, limits);
             });
         if let Err(e) = spawned {
             log_event("spawn_failed", json!({"error": e.to_string()}));
