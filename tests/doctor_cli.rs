@@ -182,6 +182,14 @@ fn record_whose_pid_is_another_program_is_stale() {
     let h = Home::new("reused");
     let wb = h.root.join("wb");
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    // Until exec completes, /proc shows the test binary's command line.
+    let cmdline = format!("/proc/{}/cmdline", sleeper.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fs::read(&cmdline).unwrap_or_default().starts_with(b"sleep")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     write_record(&wb, "bench2", sleeper.id(), 8076);
     let o = h.run_with(&wb, &["doctor"]);
     sleeper.kill().unwrap();
