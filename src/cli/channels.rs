@@ -2,9 +2,8 @@
 
 use serde_json::json;
 
-use super::{arg_error, finish, positional, usage_error, CliResult};
+use super::{finish, positional, CliResult};
 use crate::relay::client::{print_json, Client};
-use crate::relay::protocol::AgentName;
 
 pub const USAGE: &str = "\
 usage: workbench channels <server> [--name NAME] [--identity F]
@@ -18,21 +17,10 @@ example:
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
-    let name: Option<String> = args
-        .opt_value_from_str("--name")
-        .map_err(arg_error(USAGE))?;
+    let name = super::relay_args::name_option(&mut args, USAGE)?;
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     finish(args, USAGE)?;
-    if name
-        .as_deref()
-        .is_some_and(|n| AgentName::parse(n).is_none())
-    {
-        return Err(usage_error(
-            USAGE,
-            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
-        ));
-    }
     let mut client = Client::connect(&server)?;
     client.set_timeout(Some(std::time::Duration::from_secs(10)));
     let identity = super::identity::load_client(identity)?;

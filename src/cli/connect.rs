@@ -7,10 +7,10 @@ use std::thread;
 use serde_json::{json, Value};
 use tungstenite::Message;
 
-use super::{arg_error, finish, positional, usage_error, CliError, CliResult};
+use super::{arg_error, finish, positional, CliError, CliResult};
 use crate::relay::client::{self, open};
 use crate::relay::frame::{Incoming, ReadError};
-use crate::relay::protocol::{AgentId, AgentName, ChannelName};
+use crate::relay::protocol::{AgentId, ChannelName};
 
 pub const USAGE: &str = "\
 usage: workbench connect <server> [--join #channel]… [--name NAME] [--identity F]
@@ -43,26 +43,14 @@ enum Event {
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let e = arg_error(USAGE);
-    let name: String = args
-        .opt_value_from_str("--name")
-        .map_err(&e)?
-        .unwrap_or_else(|| "human".into());
+    let name = super::relay_args::name_option(&mut args, USAGE)?.unwrap_or_else(|| "human".into());
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let joins: Vec<String> = args.values_from_str("--join").map_err(&e)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     finish(args, USAGE)?;
-    if AgentName::parse(&name).is_none() {
-        return Err(usage_error(
-            USAGE,
-            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
-        ));
-    }
     let mut channels = Vec::new();
     for j in &joins {
-        match ChannelName::parse(j) {
-            Some(c) => channels.push(c),
-            None => return Err(usage_error(USAGE, format!("bad --join '{j}': use #name"))),
-        }
+        channels.push(super::relay_args::channel(j, USAGE, "--join")?);
     }
     if channels.is_empty() {
         channels.push(ChannelName::parse("#general").expect("valid default channel"));

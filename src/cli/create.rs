@@ -2,9 +2,8 @@
 
 use serde_json::json;
 
-use super::{arg_error, finish, positional, usage_error, CliError, CliResult};
+use super::{finish, positional, CliError, CliResult};
 use crate::relay::client::{open, print_json};
-use crate::relay::protocol::{AgentName, ChannelName};
 
 pub const USAGE: &str = "\
 usage: workbench create <server> <channel> [--private] [--name NAME] [--identity F]
@@ -26,27 +25,13 @@ example:
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
-    let name: String = args
-        .opt_value_from_str("--name")
-        .map_err(arg_error(USAGE))?
-        .unwrap_or_else(|| "cli".into());
+    let name = super::relay_args::name_option(&mut args, USAGE)?.unwrap_or_else(|| "cli".into());
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let private = args.contains("--private");
     let server: String = positional(&mut args, USAGE, "server")?;
     let channel: String = positional(&mut args, USAGE, "channel")?;
     finish(args, USAGE)?;
-    if AgentName::parse(&name).is_none() {
-        return Err(usage_error(
-            USAGE,
-            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
-        ));
-    }
-    if ChannelName::parse(&channel).is_none() {
-        return Err(usage_error(
-            USAGE,
-            format!("bad <channel> '{channel}': # and 1-31 chars of A-Z a-z 0-9 _ -"),
-        ));
-    }
+    super::relay_args::channel(&channel, USAGE, "<channel>")?;
     let identity = super::identity::load_client(identity)?;
     let mut client = open(&server, &name, identity.as_ref())?;
     let got = client

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use super::{arg_error, finish, positional, usage_error, CliResult};
+use super::{finish, positional, usage_error, CliResult};
 use crate::relay::client::{open, print_json};
-use crate::relay::protocol::{AgentId, AgentName, ChannelName};
+use crate::relay::protocol::AgentId;
 
 pub const USAGE: &str = "\
 usage: workbench invite <server> <channel> <agent> [--name NAME] [--identity F]
@@ -23,27 +23,13 @@ example:
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
-    let name: String = args
-        .opt_value_from_str("--name")
-        .map_err(arg_error(USAGE))?
-        .unwrap_or_else(|| "cli".into());
+    let name = super::relay_args::name_option(&mut args, USAGE)?.unwrap_or_else(|| "cli".into());
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     let channel: String = positional(&mut args, USAGE, "channel")?;
     let agent: String = positional(&mut args, USAGE, "agent")?;
     finish(args, USAGE)?;
-    if AgentName::parse(&name).is_none() {
-        return Err(usage_error(
-            USAGE,
-            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
-        ));
-    }
-    if ChannelName::parse(&channel).is_none() {
-        return Err(usage_error(
-            USAGE,
-            format!("bad <channel> '{channel}': use #name"),
-        ));
-    }
+    super::relay_args::channel(&channel, USAGE, "<channel>")?;
     if AgentId::parse(&agent).is_none() {
         return Err(usage_error(
             USAGE,

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::{arg_error, usage_error, CliResult};
 use crate::relay::client::{open, print_json};
-use crate::relay::protocol::{AgentName, ChannelName};
+use crate::relay::protocol::ChannelName;
 
 pub const USAGE: &str = "\
 usage: workbench listen <server> [channels…] [--max-messages N] [--name NAME] [--identity F]
@@ -26,10 +26,8 @@ example:
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let e = arg_error(USAGE);
-    let name: String = args
-        .opt_value_from_str("--name")
-        .map_err(&e)?
-        .unwrap_or_else(|| "listener".into());
+    let name =
+        super::relay_args::name_option(&mut args, USAGE)?.unwrap_or_else(|| "listener".into());
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let max: Option<u64> = args.opt_value_from_str("--max-messages").map_err(&e)?;
     let free: Vec<String> = args
@@ -47,19 +45,10 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         if a.starts_with('-') {
             return Err(usage_error(USAGE, format!("unknown option '{a}'")));
         }
-        match ChannelName::parse(&a) {
-            Some(c) => channels.push(c),
-            None => return Err(usage_error(USAGE, format!("bad channel '{a}': use #name"))),
-        }
+        channels.push(super::relay_args::channel(&a, USAGE, "channel")?);
     }
     if channels.is_empty() {
         channels.push(ChannelName::parse("#general").expect("valid default channel"));
-    }
-    if AgentName::parse(&name).is_none() {
-        return Err(usage_error(
-            USAGE,
-            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
-        ));
     }
 
     let identity = super::identity::load_client(identity)?;

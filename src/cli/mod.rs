@@ -17,6 +17,7 @@ mod listen;
 mod mcp;
 mod propose;
 mod relay;
+mod relay_args;
 mod send;
 mod serve;
 mod settle;

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use super::{arg_error, finish, positional, usage_error, CliError, CliResult};
+use super::{finish, positional, usage_error, CliError, CliResult};
 use crate::relay::client::{self, open, print_json};
-use crate::relay::protocol::{AgentId, AgentName, ChannelName};
+use crate::relay::protocol::{AgentId, ChannelName};
 
 pub const USAGE: &str = "\
 usage: workbench send <server> <target> <message> [--name NAME] [--identity F]
@@ -24,21 +24,12 @@ example:
 ";
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
-    let name: String = args
-        .opt_value_from_str("--name")
-        .map_err(arg_error(USAGE))?
-        .unwrap_or_else(|| "cli".into());
+    let name = super::relay_args::name_option(&mut args, USAGE)?.unwrap_or_else(|| "cli".into());
     let identity = super::identity::client_option(&mut args, USAGE)?;
     let server: String = positional(&mut args, USAGE, "server")?;
     let target: String = positional(&mut args, USAGE, "target")?;
     let message: String = positional(&mut args, USAGE, "message")?;
     finish(args, USAGE)?;
-    if AgentName::parse(&name).is_none() {
-        return Err(usage_error(
-            USAGE,
-            "--name must be 1-32 chars of A-Z a-z 0-9 _ -",
-        ));
-    }
     let channel = ChannelName::parse(&target);
     if channel.is_none() && AgentId::parse(&target).is_none() {
         return Err(usage_error(
