@@ -472,7 +472,10 @@ fn a_viewer_that_stops_reading_is_dropped_and_never_delays_the_others() {
     let _stalled = srv.viewer();
     let mut good = srv.viewer();
     good.preamble(0);
-    assert_eq!(srv.health()["viewers"], 2);
+    // The stalled viewer registers on its own thread; wait until it counts.
+    assert!(eventually(Duration::from_secs(10), || srv.health()
+        ["viewers"]
+        == 2));
 
     let n = 400;
     let port = srv.port;
@@ -529,7 +532,9 @@ fn a_vanished_viewer_is_noticed() {
             .unwrap()
     };
     {
-        let v = Viewer::connect(port);
+        let mut v = Viewer::connect(port);
+        // HELLO is queued after the viewer is registered: from then on it counts.
+        assert_eq!(v.next()["type"], "HELLO");
         assert_eq!(health(), 1);
         // Drop the TCP connection without a close frame.
         v.ws.get_ref().shutdown(std::net::Shutdown::Both).unwrap();

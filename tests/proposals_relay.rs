@@ -196,7 +196,14 @@ impl Peer {
     /// The next JSON message (fails the test after the read timeout).
     fn recv(&mut self) -> Value {
         loop {
-            match self.ws.read().expect("a message before the timeout") {
+            let read = match self.ws.read() {
+                // A signal can interrupt a read with a timeout; just retry.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue
+                }
+                other => other,
+            };
+            match read.expect("a message before the timeout") {
                 Message::Text(t) => return serde_json::from_str(&t).unwrap(),
                 Message::Close(_) => panic!("relay closed the connection"),
                 _ => {}

@@ -256,10 +256,20 @@ impl Client {
         }
     }
 
-    /// Sends a close frame; errors are moot at this point.
+    /// Sends a close frame and waits (up to 2 s) for the relay's echo, the
+    /// end of the closing handshake (RFC 6455 §7.1.1). The relay echoes only
+    /// after it has forgotten this agent, so a next command with the same
+    /// identity is not refused as already connected. Errors are moot here.
     pub fn close(mut self) {
         let _ = self.writer.close(None);
         let _ = self.writer.flush();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        self.set_timeout(Some(Duration::from_secs(2)));
+        while let Ok(m) = self.reader.next() {
+            if matches!(m, Incoming::Close(_)) || std::time::Instant::now() >= deadline {
+                break;
+            }
+        }
     }
 
     /// Splits into the read half and the (only) writer, for programs that

@@ -64,9 +64,18 @@ fn open(
     (id, outbox)
 }
 
+/// Why a read loop ended when the client sent a close frame.
+const CLOSED_BY_CLIENT: &str = "closed by client";
+
 #[inline(never)]
 fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerOutbox) {
     hub.disconnect(id, reason);
+    // Echo a client's close only now: a client that waits for the echo (our
+    // CLI does) can reconnect with the same identity at once without being
+    // refused as "already connected".
+    if reason == CLOSED_BY_CLIENT {
+        let _ = outbox.try_send(Out::Close(1000, ""));
+    }
     outbox.finish();
 }
 
@@ -168,12 +177,9 @@ fn handle_incoming(
             None
         }
         Incoming::Pong => None,
-        Incoming::Close(_) => {
-            // Echo the close (RFC 6455 §5.5.1); the writer then shuts the
-            // socket.
-            let _ = outbox.try_send(Out::Close(1000, ""));
-            return Err("closed by client");
-        }
+        // The close echo (RFC 6455 §5.5.1) is sent by `close`, after the
+        // hub has forgotten this agent.
+        Incoming::Close(_) => return Err(CLOSED_BY_CLIENT),
     };
     if let Some(r) = refusal {
         let text = ServerMsg::from(&r).encode(now_ms());

@@ -241,7 +241,14 @@ impl Viewer {
     /// The next JSON text message (pings are skipped).
     pub fn next(&mut self) -> Value {
         loop {
-            match self.ws.read().expect("viewer read") {
+            let read = match self.ws.read() {
+                // A signal can interrupt a read with a timeout; just retry.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue
+                }
+                other => other,
+            };
+            match read.expect("viewer read") {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).expect("json message"),
                 Message::Close(f) => panic!("viewer closed: {f:?}"),
                 _ => continue,

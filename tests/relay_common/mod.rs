@@ -159,6 +159,10 @@ impl Ws {
                     return serde_json::from_str(t.as_str()).expect("relay sends JSON")
                 }
                 Ok(_) => continue,
+                // A signal can interrupt a read with a timeout; just retry.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue
+                }
                 Err(e) => panic!("reading from relay: {e}"),
             }
         }
