@@ -31,8 +31,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     if let Some(n) = &name {
         client.identify(n, identity.as_ref().map(|i| i.pubkey.as_str()))?;
     }
-    let got = client.request(&json!({"type": "LIST_AGENTS", "channel": channel}))?;
-    client.close();
+    let got = client.request(&json!({"type": "LIST_AGENTS", "channel": channel}));
+    let got = client.close_with(got)?;
     for v in got.iter().filter(|v| v["type"] == "AGENTS") {
         for a in v["list"].as_array().into_iter().flatten() {
             if !print_json(&json!({"agent": a}))? {

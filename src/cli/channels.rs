@@ -29,8 +29,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     if let Some(n) = &name {
         client.identify(n, identity.as_ref().map(|i| i.pubkey.as_str()))?;
     }
-    let got = client.request(&json!({"type": "LIST_CHANNELS"}))?;
-    client.close();
+    let got = client.request(&json!({"type": "LIST_CHANNELS"}));
+    let got = client.close_with(got)?;
     for v in got.iter().filter(|v| v["type"] == "CHANNELS") {
         for ch in v["list"].as_array().into_iter().flatten() {
             let line = json!({"name": ch["name"], "agents": ch["agents"]});

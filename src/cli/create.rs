@@ -34,10 +34,10 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     super::relay_args::channel(&channel, USAGE, "<channel>")?;
     let identity = super::identity::load_client(identity)?;
     let mut client = open(&server, &name, identity.as_ref())?;
-    let got = client
-        .request(&json!({"type": "CREATE_CHANNEL", "channel": channel, "invite_only": private}))?;
     let me = client.agent_id().unwrap_or_default().to_string();
-    client.close();
+    let got = client
+        .request(&json!({"type": "CREATE_CHANNEL", "channel": channel, "invite_only": private}));
+    let got = client.close_with(got)?;
     if !got
         .iter()
         .any(|v| v["type"] == "JOINED" && v["channel"] == channel.as_str())

@@ -38,9 +38,12 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     }
     let identity = super::identity::load_client(identity)?;
     let mut client = open(&server, &name, identity.as_ref())?;
-    client.request(&json!({"type": "JOIN", "channel": channel}))?;
-    client.request(&json!({"type": "INVITE", "channel": channel, "agent": agent}))?;
-    client.close();
+    let done = client
+        .request(&json!({"type": "JOIN", "channel": channel}))
+        .and_then(|_| {
+            client.request(&json!({"type": "INVITE", "channel": channel, "agent": agent}))
+        });
+    client.close_with(done)?;
     print_json(&json!({"channel": channel, "invited": agent}))?;
     Ok(())
 }

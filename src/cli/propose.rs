@@ -97,8 +97,8 @@ pub(super) fn exchange(
     let fail = |e: client::ClientError| CliError::Failed(e.to_string());
     let mut c: Client = client::open(server, &who.name, Some(&who.identity)).map_err(fail)?;
     let me = c.agent_id().unwrap_or_default().to_string();
-    let got = c.request(msg).map_err(fail)?;
-    c.close();
+    let got = c.request(msg);
+    let got = c.close_with(got).map_err(fail)?;
     let answer = got.into_iter().find(|v| wanted(v, &me)).ok_or_else(|| {
         CliError::Failed(format!(
             "the relay did not answer the {} (is it an AgentChat 0.3.0 relay?)",

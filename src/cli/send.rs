@@ -40,12 +40,16 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
 
     let identity = super::identity::load_client(identity)?;
     let mut client = open(&server, &name, identity.as_ref())?;
-    if let Some(ch) = &channel {
-        client.request(&json!({"type": "JOIN", "channel": ch.as_str()}))?;
-    }
     let me = client.agent_id().unwrap_or_default().to_string();
-    let got = client.request(&client::msg(&target, &message, identity.as_ref()))?;
-    client.close();
+    let joined = match &channel {
+        Some(ch) => client
+            .request(&json!({"type": "JOIN", "channel": ch.as_str()}))
+            .map(drop),
+        None => Ok(()),
+    };
+    let sent =
+        joined.and_then(|()| client.request(&client::msg(&target, &message, identity.as_ref())));
+    let got = client.close_with(sent)?;
     let echo = got
         .into_iter()
         .find(|v| v["type"] == "MSG" && v["from"] == me.as_str() && v["to"] == target.as_str());

@@ -272,6 +272,15 @@ impl Client {
         }
     }
 
+    /// Closes cleanly whatever `result` is, then hands it back: a command
+    /// that got an ERROR must end its session as politely as one that
+    /// succeeded, or the relay may still hold its identity when the next
+    /// command connects.
+    pub fn close_with<T>(self, result: Result<T>) -> Result<T> {
+        self.close();
+        result
+    }
+
     /// Splits into the read half and the (only) writer, for programs that
     /// read and write from different threads (`workbench connect`).
     pub fn split(self) -> (FrameReader<SharedStream>, WebSocket<SharedStream>) {
