@@ -50,8 +50,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Replaces `path` atomically: write a temp file beside it, fsync, rename.
-/// Readers see the old file or the new one, never a torn one.
+/// Readers see the old file or the new one, never a torn one, and the new
+/// content survives a power cut.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, data, mode, true)
+}
+
+/// Like `write_atomic` without the fsync: safe against a crash of this
+/// process (the page cache keeps what was written), cheap enough for a file
+/// rewritten on every push (state.json).
+pub fn write_replace(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, data, mode, false)
+}
+
+fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -63,7 +75,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_data()?;
+        if durable {
+            f.sync_data()?;
+        }
     }
     fs::rename(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);

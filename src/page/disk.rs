@@ -82,7 +82,7 @@ fn run(files: Files, rx: Receiver<DiskOp>) {
             let result = match op {
                 DiskOp::State(state) if Some(i) == last_state => {
                     let text = serde_json::to_vec(&state).unwrap_or_default();
-                    util::write_atomic(&files.state, &text, 0o644)
+                    util::write_replace(&files.state, &text, 0o644)
                 }
                 DiskOp::State(_) => Ok(()),
                 DiskOp::Log(entry) => append_log(&files, &entry),

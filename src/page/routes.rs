@@ -278,6 +278,9 @@ fn post_state(shared: &Shared, inc: &Incoming) -> Reply {
         );
     }
     let pushed = shared.hub.push_state(fields);
+    // An acknowledged push survives a crash of this server (state.json is
+    // replaced before the answer; not fsynced, see util::write_replace).
+    shared.disk.sync();
     util::log_event(
         "push_state",
         json!({"seq": pushed.seq, "bytes": pushed.bytes, "viewers": pushed.viewers}),
