@@ -645,3 +645,40 @@ fn big_pushes_and_then_small_ones_arrive_intact() {
     let (state, _) = late.preamble(0);
     assert_eq!(state["state"]["template"].as_str().unwrap().len(), 3 << 20);
 }
+
+#[test]
+fn a_closing_page_says_goodbye_with_its_key() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("bye");
+    let srv = Server::start(&home, "bye", &[]);
+    let mut v = srv.viewer();
+    let hello = v.next();
+    assert_eq!(hello["type"], "HELLO");
+    let (viewer, key) = (
+        hello["viewer"].as_str().unwrap(),
+        hello["key"].as_str().unwrap(),
+    );
+    assert_eq!(key.len(), 16);
+    assert_eq!(srv.health()["viewers"], 1);
+    let bye = |body: String| http(&srv.addr(), "POST", "/api/bye", None, Some(body.as_bytes()));
+    // A wrong key, an unknown viewer or a bad body changes nothing.
+    assert_eq!(
+        bye(json!({"viewer": viewer, "key": "0000000000000000"}).to_string()).0,
+        404
+    );
+    assert_eq!(bye(json!({"viewer": "v99", "key": key}).to_string()).0, 404);
+    assert_eq!(bye("not json".into()).0, 400);
+    assert_eq!(srv.health()["viewers"], 1);
+    // The right key (sendBeacon posts it as text/plain) drops it at once.
+    assert_eq!(
+        bye(json!({"viewer": viewer, "key": key}).to_string()).0,
+        200
+    );
+    assert_eq!(srv.health()["viewers"], 0);
+    loop {
+        match v.ws.read() {
+            Ok(tungstenite::Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}

@@ -36,6 +36,8 @@ pub struct Outbox {
 
 struct Slot {
     id: u64,
+    /// Secret the page presents to say it is leaving (`POST /api/bye`).
+    key: String,
     tx: SyncSender<Message>,
     dropped: Arc<AtomicBool>,
     queued: Arc<AtomicUsize>,
@@ -105,7 +107,9 @@ impl Hub {
         let mut g = self.lock();
         let id = g.next_viewer;
         g.next_viewer += 1;
-        let hello = json!({"type": "HELLO", "viewer": format!("v{id}")});
+        // Unguessable, so no other client can make this viewer leave.
+        let key = crate::util::random_hex(8).unwrap_or_default();
+        let hello = json!({"type": "HELLO", "viewer": format!("v{id}"), "key": key});
         let full = json!({"type": "STATE", "state": Value::Object(g.state.clone()), "full": true, "seq": g.seq});
         let mut first = vec![hello.to_string(), full.to_string()];
         let skip = g.recent.len().saturating_sub(REPLAY_LOGS);
@@ -119,6 +123,7 @@ impl Hub {
         }
         g.viewers.push(Slot {
             id,
+            key,
             tx,
             dropped: dropped.clone(),
             queued: queued.clone(),
@@ -134,6 +139,23 @@ impl Hub {
 
     pub fn detach(&self, id: u64) {
         self.lock().viewers.retain(|s| s.id != id);
+    }
+
+    /// A page that is closing says goodbye (`navigator.sendBeacon`): forget
+    /// it now instead of at the next failed ping. Dropping its sender ends
+    /// its writer thread. False when the viewer or key is unknown.
+    pub fn bye(&self, viewer: &str, key: &str) -> bool {
+        let Some(id) = viewer.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()) else {
+            return false;
+        };
+        let mut g = self.lock();
+        let before = g.viewers.len();
+        g.viewers.retain(|s| {
+            !(s.id == id
+                && !s.key.is_empty()
+                && crate::util::constant_time_eq(s.key.as_bytes(), key.as_bytes()))
+        });
+        g.viewers.len() < before
     }
 
     pub fn viewers(&self) -> usize {

@@ -190,6 +190,7 @@ fn parse_json_object(inc: &Incoming) -> Result<Map<String, Value>, Reply> {
 pub fn handle(shared: &Shared, inc: &Incoming) -> Reply {
     let owner_only = inc.path.starts_with("/api/")
         && inc.path != "/api/event"
+        && inc.path != "/api/bye"
         && !inc.path.starts_with("/api/snapshot/");
     if owner_only && !authorized(shared, inc) {
         return reply_error(401, "missing or wrong bearer token: send `Authorization: Bearer <token>` with the token from .server.json");
@@ -204,6 +205,7 @@ pub fn handle(shared: &Shared, inc: &Incoming) -> Reply {
         ("POST", "/api/log") => post_log(shared, inc),
         ("GET", "/api/log") => get_log(shared, inc),
         ("POST", "/api/event") => post_event(shared, inc),
+        ("POST", "/api/bye") => post_bye(shared, inc),
         ("GET", "/api/events") => get_events(shared, inc),
         ("GET", "/api/snapshot") => get_snapshot(shared, inc),
         ("POST", p) if p.starts_with("/api/snapshot/") => {
@@ -416,6 +418,27 @@ fn post_event(shared: &Shared, inc: &Incoming) -> Reply {
     // The human's answer is acknowledged only once it is in events.jsonl.
     shared.disk.sync();
     Reply::json(200, json!({"ok": true, "seq": ev["seq"]}))
+}
+
+/// A closing page's goodbye: `{"viewer","key"}` from its HELLO, sent with
+/// `navigator.sendBeacon` (so any content type; the key is the credential).
+fn post_bye(shared: &Shared, inc: &Incoming) -> Reply {
+    let body: Value = serde_json::from_slice(&inc.body).unwrap_or(Value::Null);
+    let (Some(viewer), Some(key)) = (body["viewer"].as_str(), body["key"].as_str()) else {
+        return reply_error(
+            400,
+            "send {\"viewer\": \"v3\", \"key\": \"…\"} from the page's HELLO",
+        );
+    };
+    if shared.hub.bye(viewer, key) {
+        util::log_event(
+            "viewer_bye",
+            json!({"viewer": viewer, "viewers": shared.hub.viewers()}),
+        );
+        Reply::json(200, json!({"ok": true}))
+    } else {
+        reply_error(404, "no such viewer (or wrong key)")
+    }
 }
 
 fn get_events(shared: &Shared, inc: &Incoming) -> Reply {

@@ -153,7 +153,7 @@ test("a page reload and a second device get the same state", async () => {
   await a.reload();
   await a.waitForSelector("#status.connected");
   assert.equal(await a.textContent("#shared"), "same everywhere");
-  // Tabs closed by earlier tests are noticed by the next ping.
+  // Tabs closed by earlier tests said goodbye (pings are 60 s apart here).
   const deadline = Date.now() + 15_000;
   while ((await (await fetch(new URL("/health", s.url))).json()).viewers !== 2) {
     assert.ok(Date.now() < deadline, "closed viewers were never noticed");
@@ -164,6 +164,12 @@ test("a page reload and a second device get the same state", async () => {
   for (const p of [a, b]) await p.waitForFunction(() => document.getElementById("shared")?.textContent === "updated");
   await a.close();
   await b.close();
+  // Closing the tabs sends their goodbye beacons: the count drops without a ping.
+  const gone = Date.now() + 10_000;
+  while ((await (await fetch(new URL("/health", s.url))).json()).viewers !== 0) {
+    assert.ok(Date.now() < gone, "closed tabs still counted");
+    await new Promise((r) => setTimeout(r, 100));
+  }
 });
 
 test("the demo renders and answers the human", async () => {

@@ -20,8 +20,8 @@ export class Mcp {
   constructor(home, extraEnv = {}) {
     this.proc = spawn(BIN, ["mcp"], {
       env: { HOME: home, PATH: "/usr/bin:/bin", WORKBENCH_HOME: home, WORKBENCH_SERVE_HOST: "127.0.0.1", WORKBENCH_HOST: "127.0.0.1",
-             // Closed tabs are noticed at the next ping (push-only sockets).
-             WORKBENCH_PING_SECS: "1", ...extraEnv },
+             // Pings every 60 s: a closed tab must be noticed by its goodbye beacon.
+             WORKBENCH_PING_SECS: "60", ...extraEnv },
       stdio: ["pipe", "pipe", "inherit"],
     });
     this.nextId = 1;
