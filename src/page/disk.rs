@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::thread::JoinHandle;
 
 use serde_json::{json, Map, Value};
 
@@ -45,7 +44,9 @@ impl DiskSender {
     }
 }
 
-pub fn start(project: &Project) -> (DiskSender, JoinHandle<()>) {
+/// Starts the writer thread. It lives as long as the process; callers
+/// `sync` before exiting so nothing queued is lost.
+pub fn start(project: &Project) -> DiskSender {
     let (tx, rx) = mpsc::channel();
     let files = Files {
         state: project.path("state.json"),
@@ -53,11 +54,11 @@ pub fn start(project: &Project) -> (DiskSender, JoinHandle<()>) {
         md: project.path("session.md"),
         events: project.path("events.jsonl"),
     };
-    let handle = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("disk-writer".into())
         .spawn(move || run(files, rx))
         .expect("spawn disk writer");
-    (DiskSender(tx), handle)
+    DiskSender(tx)
 }
 
 struct Files {

@@ -161,7 +161,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
             util::log_event("disk_error", json!({"file": log, "error": e.to_string()}));
         }
     }
-    let (disk, disk_thread) = disk::start(&project);
+    let disk = disk::start(&project);
     let recent =
         util::tail_jsonl(&project.path("session.jsonl"), hub::RECENT_LOGS).unwrap_or_default();
     let existing_events =
@@ -258,7 +258,6 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     );
     project::remove_server_file_if_pid(&project, info.pid);
     util::log_event("stopped", json!({"reason": reason}));
-    drop(disk_thread);
     Ok(())
 }
 
