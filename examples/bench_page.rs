@@ -77,15 +77,11 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Per push id, when a viewer read it.
+type Arrivals = Arc<Mutex<Vec<(usize, Instant)>>>;
+
 /// Connects `n` viewers; each records, per push id, when it arrived.
-fn viewers(
-    port: u16,
-    n: usize,
-    pushes: usize,
-) -> (
-    Vec<std::thread::JoinHandle<()>>,
-    Arc<Mutex<Vec<(usize, Instant)>>>,
-) {
+fn viewers(port: u16, n: usize, pushes: usize) -> (Vec<std::thread::JoinHandle<()>>, Arrivals) {
     let arrivals = Arc::new(Mutex::new(Vec::with_capacity(n * pushes)));
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

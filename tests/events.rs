@@ -126,7 +126,7 @@ fn a_flood_from_one_viewer_is_rate_limited_without_losing_accepted_events() {
     }
     assert!(limited > 0, "a flood must hit the rate limit");
     assert!(accepted >= 20, "the burst is accepted");
-    let (_, all) = srv.get_auth(&format!("/api/events?since=0&limit=1000"));
+    let (_, all) = srv.get_auth("/api/events?since=0&limit=1000");
     assert_eq!(all["events"].as_array().unwrap().len(), accepted);
     // The owner's API is not slowed or refused meanwhile.
     let (s, _) = srv.post("/api/log", &json!({"message": "still here"}));

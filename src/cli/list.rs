@@ -34,8 +34,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         return Ok(());
     }
     println!(
-        "{:<20} {:<8} {:<8} {:<8} {}",
-        "NAME", "RUNNING", "PID", "VIEWERS", "URL"
+        "{:<20} {:<8} {:<8} {:<8} URL",
+        "NAME", "RUNNING", "PID", "VIEWERS"
     );
     for r in rows {
         let s = |k: &str| match &r[k] {

@@ -368,6 +368,10 @@ impl ProposalStore {
         self.proposals.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.proposals.is_empty()
+    }
+
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.proposals.is_empty()
