@@ -372,11 +372,6 @@ impl ProposalStore {
         self.proposals.is_empty()
     }
 
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.proposals.is_empty()
-    }
-
     /// Stores a new pending proposal and returns it.
     pub fn create(&mut self, p: NewProposal, now: u64) -> Result<&Proposal, ProposalError> {
         if self.proposals.len() >= MAX_PROPOSALS {
