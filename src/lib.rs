@@ -14,6 +14,7 @@ pub mod httpc;
 pub mod mcp;
 pub mod page;
 pub mod project;
+pub mod ratelimit;
 pub mod relay;
 pub mod setup;
 pub mod sys;

@@ -3,7 +3,7 @@
 //! polling and an event that arrives while nobody waits is kept for the next
 //! read. events.jsonl is the durable copy; memory keeps the newest window.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::disk::{DiskOp, DiskSender};
+use crate::ratelimit::{self, KeyedLimiter, Rate};
 use crate::util;
 
 /// Events kept in memory; older ones stay in events.jsonl.
 const WINDOW: usize = 10_000;
 /// Per-address token bucket for POST /api/event.
-const RATE_BURST: f64 = 20.0;
-const RATE_PER_SEC: f64 = 5.0;
+const RATE: Rate = Rate::new(20.0, 5.0);
 
 /// Event names: 1–64 chars of letters, digits, `_ - . :`.
 pub fn valid_name(name: &str) -> bool {
@@ -30,7 +30,7 @@ pub fn valid_name(name: &str) -> bool {
 struct Inner {
     list: VecDeque<Value>,
     last_seq: u64,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    limiter: KeyedLimiter<IpAddr>,
 }
 
 pub struct Events {
@@ -67,7 +67,7 @@ impl Events {
             inner: Mutex::new(Inner {
                 list,
                 last_seq,
-                buckets: HashMap::new(),
+                limiter: KeyedLimiter::new(RATE, 4096, Duration::from_secs(60)),
             }),
             cond: Condvar::new(),
             disk,
@@ -78,24 +78,12 @@ impl Events {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes one token from `addr`'s bucket; false when it is empty.
+    /// Takes one token from the bucket of `addr` (its /64 for IPv6); false
+    /// when it is empty.
     pub fn admit(&self, addr: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut g = self.lock();
-        if g.buckets.len() > 4096 {
-            // Forget long-idle addresses rather than grow without bound.
-            g.buckets
-                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
-        }
-        let (tokens, at) = g.buckets.entry(addr).or_insert((RATE_BURST, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.lock()
+            .limiter
+            .try_take(&ratelimit::client_key(addr), Instant::now())
     }
 
     /// Numbers and stores an event, queues it for disk, wakes every waiter.

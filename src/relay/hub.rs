@@ -20,6 +20,7 @@ use super::protocol::{
     AgentId, AgentName, ChannelInfo, ChannelName, ClientMsg, ErrorCode, Refusal, ServerMsg, Target,
 };
 use super::{identity, signing};
+use crate::ratelimit::{Rate, TokenBucket};
 use crate::util::{log_event, now_ms};
 
 /// Channels that exist from startup (0.3.0 creates these two).
@@ -68,34 +69,6 @@ pub struct HubConfig {
     pub rate_burst: f64,
     pub rate_per_sec: f64,
     pub log_messages: bool,
-}
-
-/// A token bucket refilled lazily from timestamps: no timer thread.
-#[derive(Debug, Clone)]
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn full(burst: f64, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn try_take(&mut self, now: Instant, burst: f64, per_sec: f64) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * per_sec).min(burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 struct Agent {
@@ -192,7 +165,10 @@ impl Hub {
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
-        let bucket = TokenBucket::full(self.cfg.rate_burst, Instant::now());
+        let bucket = TokenBucket::full(
+            Rate::new(self.cfg.rate_burst, self.cfg.rate_per_sec),
+            Instant::now(),
+        );
         st.conns.insert(
             id,
             Conn {
@@ -627,7 +603,7 @@ impl State {
         let pubkey = agent.pubkey.clone();
         if !conn
             .bucket
-            .try_take(Instant::now(), cfg.rate_burst, cfg.rate_per_sec)
+            .try_take(Instant::now(), Rate::new(cfg.rate_burst, cfg.rate_per_sec))
         {
             return Err(Refusal::new(
                 ErrorCode::RateLimited,
@@ -938,17 +914,5 @@ mod tests {
             got.last().map(|v| v["code"].clone()),
             Some(json!("RATE_LIMITED"))
         );
-    }
-
-    #[test]
-    fn token_bucket_refills_lazily() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::full(2.0, t0);
-        assert!(b.try_take(t0, 2.0, 1.0));
-        assert!(b.try_take(t0, 2.0, 1.0));
-        assert!(!b.try_take(t0, 2.0, 1.0));
-        let later = t0 + std::time::Duration::from_millis(1500);
-        assert!(b.try_take(later, 2.0, 1.0));
-        assert!(!b.try_take(later, 2.0, 1.0));
     }
 }
