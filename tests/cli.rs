@@ -1,9 +1,9 @@
 //! Every subcommand has `--help` with an example; unknown flags and missing
 //! arguments are a one-line error plus the usage line, exit 2.
 
-mod common;
+mod support;
 
-use common::*;
+use support::*;
 
 const COMMANDS: &[&str] = &[
     "mcp", "serve", "list", "stop", "demo", "setup", "doctor", "relay", "send", "listen",

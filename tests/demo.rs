@@ -1,18 +1,18 @@
 //! `workbench demo` runs headless: it serves, drives the page like an AI,
 //! answers events, and stops cleanly on Ctrl-C (SIGINT).
 
-mod common;
+mod support;
 
 use std::io::BufRead;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use support::*;
 
 #[test]
 fn demo_drives_the_page_and_answers_events() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("demo");
     let mut child = home
         .cmd()

@@ -1,37 +1,31 @@
 //! Black-box tests of `workbench doctor`: the real binary on a healthy and a
 //! broken home, one temporary HOME/WORKBENCH_HOME per test.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_workbench");
-
-struct Home {
-    root: PathBuf,
+/// The doctor tests' layout inside a [`TempHome`]: HOME is `home/`, and
+/// each test picks its own WORKBENCH_HOME.
+trait DoctorHome {
+    fn home(&self) -> PathBuf;
+    fn run_with(&self, wb_home: &Path, args: &[&str]) -> Output;
 }
 
-impl Home {
-    fn new(tag: &str) -> Home {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "wb-doctor-test-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("home")).unwrap();
-        Home { root }
-    }
-
+impl DoctorHome for TempHome {
+    /// Created on first use, as every test expects it to exist.
     fn home(&self) -> PathBuf {
-        self.root.join("home")
+        let home = self.join("home");
+        fs::create_dir_all(&home).unwrap();
+        home
     }
 
     /// Runs the binary with HOME in this temp dir and the given WORKBENCH_HOME.
@@ -42,30 +36,8 @@ impl Home {
             .env("HOME", self.home())
             .env("WORKBENCH_HOME", wb_home)
             .env("PATH", "/usr/bin:/bin");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(cmd.output());
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("workbench did not finish within 30 s")
-            .expect("workbench could not be started")
+        run(&mut cmd, Duration::from_secs(30))
     }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        // Undo a read-only test before removing.
-        let _ = fs::set_permissions(self.root.join("ro"), fs::Permissions::from_mode(0o755));
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The line for `check` and the fix line after it, if any.
@@ -107,8 +79,8 @@ fn write_record(dir: &Path, name: &str, pid: u32, port: u16) {
 
 #[test]
 fn healthy_home_passes() {
-    let h = Home::new("healthy");
-    let wb = h.root.join("wb");
+    let h = TempHome::new("healthy");
+    let wb = h.path.join("wb");
     fs::create_dir_all(&wb).unwrap();
     let o = h.run_with(&wb, &["doctor"]);
     let out = stdout(&o);
@@ -134,22 +106,22 @@ fn healthy_home_passes() {
 
 #[test]
 fn home_not_created_yet_is_fine() {
-    let h = Home::new("later");
-    let o = h.run_with(&h.root.join("not-yet"), &["doctor"]);
+    let h = TempHome::new("later");
+    let o = h.run_with(&h.path.join("not-yet"), &["doctor"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(line_for(&stdout(&o), "home")
         .0
         .contains("created on first use"));
     assert!(
-        !h.root.join("not-yet").exists(),
+        !h.path.join("not-yet").exists(),
         "doctor must not create the home"
     );
 }
 
 #[test]
 fn stale_server_record_is_a_warning_with_a_fix() {
-    let h = Home::new("stale");
-    let wb = h.root.join("wb");
+    let h = TempHome::new("stale");
+    let wb = h.path.join("wb");
     let pid = dead_pid();
     write_record(&wb, "bench1", pid, 8075);
     fs::create_dir_all(wb.join("broken")).unwrap();
@@ -179,8 +151,8 @@ fn stale_server_record_is_a_warning_with_a_fix() {
 
 #[test]
 fn record_whose_pid_is_another_program_is_stale() {
-    let h = Home::new("reused");
-    let wb = h.root.join("wb");
+    let h = TempHome::new("reused");
+    let wb = h.path.join("wb");
     let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
     // Until exec completes, /proc shows the test binary's command line.
     let cmdline = format!("/proc/{}/cmdline", sleeper.id());
@@ -203,8 +175,8 @@ fn record_whose_pid_is_another_program_is_stale() {
 
 #[test]
 fn home_that_is_a_file_fails_with_a_fix() {
-    let h = Home::new("file");
-    let file = h.root.join("wb");
+    let h = TempHome::new("file");
+    let file = h.path.join("wb");
     fs::write(&file, "not a folder").unwrap();
     let o = h.run_with(&file, &["doctor"]);
     let out = stdout(&o);
@@ -219,8 +191,8 @@ fn home_that_is_a_file_fails_with_a_fix() {
 
 #[test]
 fn home_below_a_file_fails_with_a_fix() {
-    let h = Home::new("below");
-    let file = h.root.join("f");
+    let h = TempHome::new("below");
+    let file = h.path.join("f");
     fs::write(&file, "").unwrap();
     let o = h.run_with(&file.join("sub/wb"), &["doctor"]);
     assert_eq!(o.status.code(), Some(1));
@@ -232,8 +204,8 @@ fn home_below_a_file_fails_with_a_fix() {
 
 #[test]
 fn read_only_home_is_reported_as_it_really_is() {
-    let h = Home::new("ro");
-    let ro = h.root.join("ro");
+    let h = TempHome::new("ro");
+    let ro = h.path.join("ro");
     fs::create_dir_all(&ro).unwrap();
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
     // root ignores mode bits; the doctor must agree with what really happens.
@@ -258,8 +230,8 @@ fn read_only_home_is_reported_as_it_really_is() {
 
 #[test]
 fn client_registrations_are_checked() {
-    let h = Home::new("clients");
-    let wb = h.root.join("wb");
+    let h = TempHome::new("clients");
+    let wb = h.path.join("wb");
     // Cursor registered through setup; Gemini pointing at a vanished binary;
     // Codex installed but not registered.
     let o = h.run_with(&wb, &["setup", "--client", "cursor"]);
@@ -294,8 +266,8 @@ fn client_registrations_are_checked() {
 
 #[test]
 fn json_output_is_machine_readable() {
-    let h = Home::new("json");
-    let file = h.root.join("wb");
+    let h = TempHome::new("json");
+    let file = h.path.join("wb");
     fs::write(&file, "").unwrap();
     let o = h.run_with(&file, &["doctor", "--json"]);
     assert_eq!(o.status.code(), Some(1));
@@ -310,9 +282,9 @@ fn json_output_is_machine_readable() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let h = Home::new("usage");
+    let h = TempHome::new("usage");
     for args in [&["doctor", "--verbose"][..], &["doctor", "now"][..]] {
-        let o = h.run_with(&h.root.join("wb"), args);
+        let o = h.run_with(&h.path.join("wb"), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 2, "{err}");
@@ -334,8 +306,8 @@ struct FakeServer {
 }
 
 impl FakeServer {
-    fn start(h: &Home, name: &str, project: &str) -> FakeServer {
-        let link = h.root.join("workbench-fake");
+    fn start(h: &TempHome, name: &str, project: &str) -> FakeServer {
+        let link = h.path.join("workbench-fake");
         if !link.exists() {
             std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
         }
@@ -391,8 +363,8 @@ fn write_record_at(dir: &Path, name: &str, pid: u32, port: u16) {
 
 #[test]
 fn live_server_answering_health_is_ok() {
-    let h = Home::new("live");
-    let wb = h.root.join("wb");
+    let h = TempHome::new("live");
+    let wb = h.path.join("wb");
     let fake = FakeServer::start(&h, "bench3", "bench3");
     write_record_at(&wb, "bench3", fake.child.id(), fake.port);
     let o = h.run_with(&wb, &["doctor"]);
@@ -408,8 +380,8 @@ fn live_server_answering_health_is_ok() {
 
 #[test]
 fn port_answering_for_another_project_fails() {
-    let h = Home::new("mismatch");
-    let wb = h.root.join("wb");
+    let h = TempHome::new("mismatch");
+    let wb = h.path.join("wb");
     let fake = FakeServer::start(&h, "bench4", "someone-else");
     write_record_at(&wb, "bench4", fake.child.id(), fake.port);
     let o = h.run_with(&wb, &["doctor"]);

@@ -1,12 +1,12 @@
 //! The path back from the page: POST /api/event, the long-poll, and the
 //! workbench_wait / workbench_events tools, with their bad-input cases.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 fn post_event(srv: &Server, body: &[u8]) -> (u16, Value) {
     // Events come from the page: no token.
@@ -15,7 +15,7 @@ fn post_event(srv: &Server, body: &[u8]) -> (u16, Value) {
 
 #[test]
 fn events_are_numbered_stored_logged_and_read_after_a_cursor() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("ev-basic");
     let srv = Server::start(&home, "ev", &[]);
     let mut v = srv.viewer();
@@ -63,7 +63,7 @@ fn events_are_numbered_stored_logged_and_read_after_a_cursor() {
 
 #[test]
 fn bad_events_get_clear_answers_and_nothing_is_stored() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("ev-bad");
     let srv = Server::start(&home, "evb", &[]);
     let big = format!(r#"{{"name":"x","data":"{}"}}"#, "a".repeat(70 * 1024));
@@ -108,7 +108,7 @@ fn bad_events_get_clear_answers_and_nothing_is_stored() {
 
 #[test]
 fn a_flood_from_one_viewer_is_rate_limited_without_losing_accepted_events() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("ev-flood");
     let srv = Server::start(&home, "flood", &[]);
     let mut accepted = 0;
@@ -135,7 +135,7 @@ fn a_flood_from_one_viewer_is_rate_limited_without_losing_accepted_events() {
 
 #[test]
 fn wait_blocks_until_an_event_and_never_loses_one() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("ev-wait");
     let mut m = Mcp::start(&home);
     m.initialize();
@@ -214,7 +214,7 @@ fn wait_blocks_until_an_event_and_never_loses_one() {
 
 #[test]
 fn a_waiting_tool_sends_progress_and_never_blocks_other_requests() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("ev-progress");
     let mut m = Mcp::start(&home);
     m.initialize();
@@ -240,7 +240,7 @@ fn a_waiting_tool_sends_progress_and_never_blocks_other_requests() {
 
 #[test]
 fn snapshot_without_a_viewer_says_so() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("ev-snap");
     let mut m = Mcp::start(&home);
     m.initialize();

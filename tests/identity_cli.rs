@@ -3,62 +3,35 @@
 //! 0600/0700 modes, no silent overwrite, and clear refusals of missing,
 //! tampered and over-shared files. Each run has its own HOME and a watchdog.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use support::{stderr, stdout, TempHome, BIN, VECTORS};
 
-const BIN: &str = env!("CARGO_BIN_EXE_workbench");
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
+/// The identity tests use a [`TempHome`] as HOME.
+trait IdentityHome {
+    fn path(&self, rel: &str) -> PathBuf;
+    fn run(&self, args: &[&str]) -> Output;
+    fn fixture(&self, name: &str, mode: u32) -> PathBuf;
+}
 
-/// A scratch directory used as HOME, removed when dropped.
-struct Home(PathBuf);
-
-impl Home {
-    fn new() -> Home {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wb-identity-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Home(dir)
-    }
-
+impl IdentityHome for TempHome {
     fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
+        self.join(rel)
     }
 
     /// Runs `workbench args…` with this HOME; fails the test after 20 s.
     fn run(&self, args: &[&str]) -> Output {
-        let child = Command::new(BIN)
-            .args(args)
-            .env("HOME", &self.0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn workbench");
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(out) => out.expect("wait for workbench"),
-            Err(_) => {
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                panic!("workbench {args:?} hung");
-            }
-        }
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("HOME", &self.path);
+        support::run(&mut cmd, Duration::from_secs(20))
     }
 
     /// Copies a fixture into HOME with the given mode.
@@ -68,20 +41,6 @@ impl Home {
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).unwrap();
         dest
     }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn field(text: &str, label: &str) -> String {
@@ -110,7 +69,7 @@ fn vectors(name: &str) -> Value {
 
 #[test]
 fn generate_show_export_in_the_default_place() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     let out = home.run(&["identity", "--generate", "--name", "alice"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let file = home.path(".agentchat/identity.json");
@@ -156,7 +115,7 @@ fn generate_show_export_in_the_default_place() {
 
 #[test]
 fn never_overwrites_without_force() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     let file = home.path("keys/me.json");
     let f = file.to_str().unwrap();
     assert!(home
@@ -189,7 +148,7 @@ fn never_overwrites_without_force() {
 
 #[test]
 fn files_from_node_and_python_load_with_their_ids() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     for (file, vec) in [
         ("node_identity.json", "node_vectors.json"),
         ("python_identity.json", "python_vectors.json"),
@@ -215,7 +174,7 @@ fn files_from_node_and_python_load_with_their_ids() {
 
 #[test]
 fn refuses_a_file_others_can_read() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     for m in [0o644, 0o640, 0o604, 0o660] {
         let path = home.fixture("node_identity.json", m);
         let p = path.to_str().unwrap();
@@ -234,7 +193,7 @@ fn refuses_a_file_others_can_read() {
 
 #[test]
 fn missing_file_says_how_to_create_one() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     let out = home.run(&["identity", "--show"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -247,7 +206,7 @@ fn missing_file_says_how_to_create_one() {
 
 #[test]
 fn tampered_files_are_refused_clearly() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     let node: Value = serde_json::from_str(
         &fs::read_to_string(Path::new(VECTORS).join("node_identity.json")).unwrap(),
     )
@@ -289,7 +248,7 @@ fn tampered_files_are_refused_clearly() {
 
 #[test]
 fn bad_arguments_are_usage_errors() {
-    let home = Home::new();
+    let home = TempHome::new("identity");
     for args in [
         &["identity", "--show", "--export"][..],
         &["identity", "--generate", "--name", "has space"],

@@ -1,16 +1,16 @@
 //! Black-box tests of `workbench mcp`: the real binary over pipes, as AI CLIs
 //! drive it, with real detached project servers on 127.0.0.1.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 #[test]
 fn handshake_answers_every_request_and_ignores_notifications() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("mcp-hs");
     let mut m = Mcp::start(&home);
     // Newer clients probe before initialize and wait for an answer.
@@ -65,7 +65,7 @@ fn handshake_answers_every_request_and_ignores_notifications() {
 
 #[test]
 fn tools_list_has_schemas_an_ai_can_act_on() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("mcp-list");
     let mut m = Mcp::start(&home);
     m.initialize();
@@ -98,7 +98,7 @@ fn tools_list_has_schemas_an_ai_can_act_on() {
 
 #[test]
 fn bad_input_gets_the_right_error_and_the_loop_keeps_answering() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcp-bad");
     let mut m = Mcp::start(&home);
     m.initialize();
@@ -215,7 +215,7 @@ fn bad_input_gets_the_right_error_and_the_loop_keeps_answering() {
 
 #[test]
 fn scaffold_push_log_read_list_stop() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcp-flow");
     let mut m = Mcp::start(&home);
     m.initialize();
@@ -299,7 +299,7 @@ fn scaffold_push_log_read_list_stop() {
 
 #[test]
 fn servers_survive_an_ai_cli_restart() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcp-persist");
     let mut m1 = Mcp::start(&home);
     m1.initialize();
@@ -347,7 +347,7 @@ fn servers_survive_an_ai_cli_restart() {
 
 #[test]
 fn two_clients_scaffolding_at_once_get_one_server() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcp-race");
     let mut a = Mcp::start(&home);
     let mut b = Mcp::start(&home);
@@ -379,7 +379,7 @@ fn two_clients_scaffolding_at_once_get_one_server() {
 
 #[test]
 fn a_dead_or_impostor_server_is_replaced_and_state_comes_back() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcp-dead");
     let mut m = Mcp::start(&home);
     m.initialize();
@@ -447,7 +447,7 @@ fn a_dead_or_impostor_server_is_replaced_and_state_comes_back() {
 
 #[test]
 fn cli_stop_and_list_match_the_tools() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("mcp-cli");
     let mut m = Mcp::start(&home);
     m.initialize();

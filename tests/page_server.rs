@@ -1,17 +1,17 @@
 //! Black-box tests of `workbench serve`: the real binary on 127.0.0.1, real
 //! HTTP and WebSocket clients, a temporary WORKBENCH_HOME per test.
 
-mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 #[test]
 fn serve_creates_the_project_and_writes_a_private_server_record() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("create");
     let srv = Server::start(
         &home,
@@ -69,7 +69,7 @@ fn serve_creates_the_project_and_writes_a_private_server_record() {
 
 #[test]
 fn an_existing_project_keeps_its_files() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("keep");
     let dir = home.project("p");
     std::fs::create_dir_all(&dir).unwrap();
@@ -95,7 +95,7 @@ fn an_existing_project_keeps_its_files() {
 
 #[test]
 fn pushes_reach_every_viewer_in_the_same_order() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("order");
     let srv = Server::start(&home, "order", &[]);
     let mut a = srv.viewer();
@@ -140,7 +140,7 @@ fn pushes_reach_every_viewer_in_the_same_order() {
 
 #[test]
 fn late_viewer_gets_full_state_and_last_50_logs_then_live_pushes() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("late");
     let srv = Server::start(&home, "late", &[]);
     srv.post(
@@ -187,7 +187,7 @@ fn late_viewer_gets_full_state_and_last_50_logs_then_live_pushes() {
 
 #[test]
 fn stop_api_ends_cleanly_and_state_survives_a_restart() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("restart");
     let mut srv = Server::start(&home, "r", &[]);
     let mut v = srv.viewer();
@@ -231,7 +231,7 @@ fn stop_api_ends_cleanly_and_state_survives_a_restart() {
 
 #[test]
 fn sigterm_ends_cleanly() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("sigterm");
     let mut srv = Server::start(&home, "t", &[]);
     srv.post("/api/log", &json!({"message": "x"}));
@@ -246,7 +246,7 @@ fn sigterm_ends_cleanly() {
 
 #[test]
 fn writes_need_the_owner_token_and_change_nothing_without_it() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("auth");
     let srv = Server::start(&home, "auth", &[]);
     srv.post("/api/state", &json!({"template": "<p>owner</p>"}));
@@ -270,7 +270,7 @@ fn writes_need_the_owner_token_and_change_nothing_without_it() {
 
 #[test]
 fn bad_bodies_get_json_errors_and_the_server_keeps_serving() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("badbody");
     let srv = Server::start(&home, "bad", &["--max-body", "4096"]);
     let tok = Some(srv.token.as_str());
@@ -332,7 +332,7 @@ fn bad_bodies_get_json_errors_and_the_server_keeps_serving() {
 
 #[test]
 fn files_are_served_from_files_only() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("files");
     let srv = Server::start(&home, "f", &[]);
     let files = srv.dir.join("files");
@@ -376,7 +376,7 @@ fn files_are_served_from_files_only() {
 
 #[test]
 fn invalid_project_names_are_refused_and_nothing_is_created() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("names");
     let long = "x".repeat(65);
     for bad in ["../x", "", long.as_str(), "a b", "/abs", ".hidden"] {
@@ -419,7 +419,7 @@ fn cli_usage_errors_exit_2() {
 
 #[test]
 fn a_taken_port_is_named_in_the_error() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("port");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -446,7 +446,7 @@ fn a_taken_port_is_named_in_the_error() {
 
 #[test]
 fn a_second_server_for_the_same_project_is_refused() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("twice");
     let srv = Server::start(&home, "once", &[]);
     let out = home
@@ -465,7 +465,7 @@ fn a_second_server_for_the_same_project_is_refused() {
 
 #[test]
 fn a_viewer_that_stops_reading_is_dropped_and_never_delays_the_others() {
-    watchdog(Duration::from_secs(120));
+    let _w = watchdog(Duration::from_secs(120));
     let home = TempHome::new("slow");
     let srv = Server::start(&home, "slow", &[]);
     // The stalled viewer: handshake done, then it never reads again.
@@ -504,7 +504,7 @@ fn a_viewer_that_stops_reading_is_dropped_and_never_delays_the_others() {
 
 #[test]
 fn a_vanished_viewer_is_noticed() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("vanish");
     let mut c = home.cmd();
     c.env("WORKBENCH_PING_SECS", "1");
@@ -547,7 +547,7 @@ fn a_vanished_viewer_is_noticed() {
 
 #[test]
 fn corrupt_files_on_disk_are_survived_and_kept_for_inspection() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("corrupt");
     let dir = home.project("c");
     {
@@ -621,7 +621,7 @@ fn corrupt_files_on_disk_are_survived_and_kept_for_inspection() {
 
 #[test]
 fn big_pushes_and_then_small_ones_arrive_intact() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("big");
     let srv = Server::start(&home, "big", &[]);
     let mut v = srv.viewer();
@@ -648,7 +648,7 @@ fn big_pushes_and_then_small_ones_arrive_intact() {
 
 #[test]
 fn a_closing_page_says_goodbye_with_its_key() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("bye");
     let srv = Server::start(&home, "bye", &[]);
     let mut v = srv.viewer();

@@ -5,14 +5,13 @@
 //! reused), and the `propose`/`accept`/… commands. Every read has a timeout;
 //! nothing asserts on timing.
 
+mod support;
+
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use base64::Engine;
@@ -20,85 +19,8 @@ use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use support::{Relay, TempHome, BIN, VECTORS};
 use tungstenite::{Message, WebSocket};
-
-const BIN: &str = env!("CARGO_BIN_EXE_workbench");
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
-const WAIT: Duration = Duration::from_secs(10);
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "wb-proposals-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `workbench relay` on an ephemeral port, killed when dropped.
-struct Relay {
-    child: Child,
-    url: String,
-}
-
-impl Relay {
-    fn start() -> Relay {
-        let mut child = Command::new(BIN)
-            .args([
-                "relay",
-                "--port",
-                "0",
-                "--host",
-                "127.0.0.1",
-                "--name",
-                "test",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn relay");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // First line: {"event":"listening","port":…}; then keep draining.
-            let mut lines = BufReader::new(stderr).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let first = rx.recv_timeout(WAIT).expect("relay printed its port");
-        let v: Value = serde_json::from_str(&first).expect("JSON log line");
-        assert_eq!(v["event"], "listening", "{first}");
-        let port = v["port"].as_u64().expect("port");
-        Relay {
-            child,
-            url: format!("ws://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An Ed25519 identity written by `workbench identity --generate`.
 struct Key {
@@ -109,8 +31,8 @@ struct Key {
 }
 
 impl Key {
-    fn generate(dir: &Scratch, name: &str) -> Key {
-        let file = dir.0.join(format!("{name}.json"));
+    fn generate(dir: &TempHome, name: &str) -> Key {
+        let file = dir.path.join(format!("{name}.json"));
         let out = run(&[
             "identity",
             "--generate",
@@ -161,11 +83,7 @@ struct Peer {
 
 impl Peer {
     fn connect(relay: &Relay) -> WebSocket<TcpStream> {
-        let addr = relay.url.trim_start_matches("ws://");
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(WAIT)).unwrap();
-        let (ws, _) = tungstenite::client(relay.url.as_str(), tcp).expect("handshake");
-        ws
+        relay.client().ws
     }
 
     /// Connects and IDENTIFYs, with `key`'s pubkey if given.
@@ -250,25 +168,7 @@ impl Peer {
 }
 
 fn run(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn workbench");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("workbench {args:?} hung");
-        }
-    }
+    support::run(Command::new(BIN).args(args), Duration::from_secs(30))
 }
 
 // The signed texts, written out as AGENTCHAT.md "What is signed" gives them.
@@ -297,8 +197,8 @@ fn act(key: &Key, kind: &str, id: &str, field: &str, value: Option<&str>) -> Val
 
 #[test]
 fn full_lifecycle_between_two_identities() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
     let (ka, kb) = (Key::generate(&dir, "alice"), Key::generate(&dir, "bob"));
     let mut a = Peer::join(&relay, "alice", Some(&ka));
     let mut b = Peer::join(&relay, "bob", Some(&kb));
@@ -375,8 +275,8 @@ fn full_lifecycle_between_two_identities() {
 
 #[test]
 fn every_refusal() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
     let (ka, kb, ke) = (
         Key::generate(&dir, "alice"),
         Key::generate(&dir, "bob"),
@@ -525,8 +425,8 @@ fn every_refusal() {
 
 #[test]
 fn msg_signatures_are_verified() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
     let (ka, kb) = (Key::generate(&dir, "alice"), Key::generate(&dir, "bob"));
     let mut a = Peer::join(&relay, "alice", Some(&ka));
     let mut b = Peer::join(&relay, "bob", Some(&kb));
@@ -580,9 +480,9 @@ fn msg_signatures_are_verified() {
 /// verifies.
 #[test]
 fn node_identity_and_signature_on_the_relay() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
-    let file = dir.0.join("node.json");
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
+    let file = dir.path.join("node.json");
     fs::copy(Path::new(VECTORS).join("node_identity.json"), &file).unwrap();
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
     let key = Key::load(&file);
@@ -613,8 +513,8 @@ fn node_identity_and_signature_on_the_relay() {
 
 #[test]
 fn identify_with_a_pubkey() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
     let ka = Key::generate(&dir, "alice");
     let a = Peer::join(&relay, "alice", Some(&ka));
 
@@ -644,11 +544,12 @@ fn identify_with_a_pubkey() {
 
 #[test]
 fn proposal_commands_end_to_end() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
     let (ka, kb) = (Key::generate(&dir, "alice"), Key::generate(&dir, "bob"));
     let (fa, fb) = (ka.file.to_str().unwrap(), kb.file.to_str().unwrap());
-    let url = relay.url.as_str();
+    let url = relay.url();
+    let url = url.as_str();
 
     // Bob is online (a raw client) when alice proposes.
     let mut b = Peer::join(&relay, "bob", Some(&kb));
@@ -783,10 +684,11 @@ fn proposal_commands_end_to_end() {
 
 #[test]
 fn proposal_commands_need_a_usable_identity() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
-    let url = relay.url.as_str();
-    let missing = dir.0.join("none.json");
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
+    let url = relay.url();
+    let url = url.as_str();
+    let missing = dir.path.join("none.json");
     let out = run(&[
         "propose",
         url,
@@ -826,10 +728,11 @@ fn proposal_commands_need_a_usable_identity() {
 /// message over exactly what 0.3.0 signs; the other commands identify with it.
 #[test]
 fn client_commands_take_an_identity() {
-    let dir = Scratch::new();
-    let relay = Relay::start();
+    let dir = TempHome::new("proposals");
+    let relay = Relay::start(&[]);
     let (ka, kb) = (Key::generate(&dir, "alice"), Key::generate(&dir, "bob"));
-    let url = relay.url.as_str();
+    let url = relay.url();
+    let url = url.as_str();
     let mut b = Peer::join(&relay, "bob", Some(&kb));
     b.send(&json!({"type":"JOIN","channel":"#general"}));
     b.recv_type("JOINED");

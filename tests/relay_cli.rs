@@ -1,7 +1,7 @@
 //! The relay's shell commands (`send`, `listen`, `channels`, `agents`,
 //! `create`, `invite`, `connect`) against the real relay.
 
-mod relay_common;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
@@ -9,14 +9,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use relay_common::{die_with_parent, watchdog, Relay, BIN};
 use serde_json::{json, Value};
+use support::{die_with_parent, run, watchdog, Relay, BIN};
 
 fn wb(args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args);
     die_with_parent(&mut cmd);
-    cmd.output().expect("run workbench")
+    run(&mut cmd, Duration::from_secs(30))
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {
@@ -38,7 +38,7 @@ fn assert_fails_with(out: &Output, needle: &str) {
 
 #[test]
 fn relay_cli_send_and_listen() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let relay = Relay::start(&[]);
     let url = relay.url();
     let mut cmd = Command::new(BIN);
@@ -115,7 +115,7 @@ fn relay_cli_send_and_listen() {
 
 #[test]
 fn relay_cli_lists_creates_and_invites() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let relay = Relay::start(&[]);
     let url = relay.url();
     let out = wb(&["channels", &url]);
@@ -167,7 +167,7 @@ fn relay_cli_lists_creates_and_invites() {
 
 #[test]
 fn relay_cli_errors_are_one_line() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     // Nothing listens on port 1.
     assert_fails_with(
         &wb(&["send", "ws://127.0.0.1:1", "#general", "x"]),
@@ -195,7 +195,7 @@ fn relay_cli_errors_are_one_line() {
 
 #[test]
 fn relay_cli_connect_is_interactive() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let relay = Relay::start(&[]);
     let (mut peer, pid) = relay.agent("peer");
     peer.join("#general");

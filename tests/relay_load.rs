@@ -2,18 +2,19 @@
 //! order, and a client that never reads is dropped without holding up the
 //! others. Counts and order are asserted, never timings.
 
-mod relay_common;
+mod support;
 
 use std::thread;
+use std::time::Duration;
 
-use relay_common::{watchdog, Relay, Ws};
 use serde_json::json;
+use support::{watchdog, Relay, Ws};
 
 const FAST: &[&str] = &["--rate-burst", "100000", "--rate-per-sec", "100000"];
 
 #[test]
 fn relay_200_clients_receive_every_message_in_order() {
-    let _w = watchdog(120);
+    let _w = watchdog(Duration::from_secs(120));
     let relay = Relay::start(FAST);
     let n = 200;
     let mut clients: Vec<Ws> = (0..n)
@@ -62,7 +63,7 @@ fn relay_200_clients_receive_every_message_in_order() {
 
 #[test]
 fn relay_drops_a_client_that_never_reads() {
-    let _w = watchdog(120);
+    let _w = watchdog(Duration::from_secs(120));
     let mut args = FAST.to_vec();
     args.extend(["--outbox", "16"]);
     let relay = Relay::start(&args);

@@ -2,20 +2,20 @@
 //! and error code of AGENTCHAT.md, replay, invite-only channels, the rate
 //! limit, disconnect cleanup, bad input, limits and shutdown.
 
-mod relay_common;
+mod support;
 
 use std::time::Duration;
 
-use relay_common::{watchdog, Relay};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use support::{watchdog, Relay};
 use tungstenite::Message;
 
 const PEM: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
 
 #[test]
 fn relay_welcome_lists_and_ping() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&[]);
     let mut c = relay.client();
     // LIST_CHANNELS and LIST_AGENTS work before IDENTIFY.
@@ -62,7 +62,7 @@ fn relay_welcome_lists_and_ping() {
 
 #[test]
 fn relay_join_leave_and_channel_messages() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&[]);
     let (mut a, aid) = relay.agent("alice");
     let (mut b, bid) = relay.agent("bob");
@@ -122,7 +122,7 @@ fn relay_join_leave_and_channel_messages() {
 
 #[test]
 fn relay_direct_messages_are_delivered_and_echoed() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&[]);
     let (mut a, aid) = relay.agent("alice");
     let (mut b, bid) = relay.agent("bob");
@@ -142,7 +142,7 @@ fn relay_direct_messages_are_delivered_and_echoed() {
 
 #[test]
 fn relay_replays_recent_messages_in_order() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&["--buffer-size", "5", "--rate-burst", "100"]);
     let (mut a, aid) = relay.agent("writer");
     a.join("#general");
@@ -173,7 +173,7 @@ fn relay_replays_recent_messages_in_order() {
 
 #[test]
 fn relay_error_codes() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&[]);
     let mut anon = relay.client();
     // AUTH_REQUIRED for everything that needs an identity.
@@ -247,7 +247,7 @@ fn relay_error_codes() {
 
 #[test]
 fn relay_invite_only_channels() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&[]);
     let (mut owner, oid) = relay.agent("owner");
     let (mut guest, gid) = relay.agent("guest");
@@ -286,7 +286,7 @@ fn relay_invite_only_channels() {
 
 #[test]
 fn relay_rate_limit_burst() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     // Refill so slow it cannot matter within the test.
     let relay = Relay::start(&["--rate-burst", "3", "--rate-per-sec", "0.001"]);
     let (mut a, _) = relay.agent("chatty");
@@ -311,7 +311,7 @@ fn relay_rate_limit_burst() {
 
 #[test]
 fn relay_rate_limit_refills() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&["--rate-burst", "1", "--rate-per-sec", "2"]);
     let (mut a, _) = relay.agent("paced");
     a.join("#general");
@@ -326,7 +326,7 @@ fn relay_rate_limit_refills() {
 
 #[test]
 fn relay_disconnect_cleans_up() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&[]);
     let (mut a, _) = relay.agent("stayer");
     let (mut b, bid) = relay.agent("leaver");
@@ -367,7 +367,7 @@ fn relay_disconnect_cleans_up() {
 
 #[test]
 fn relay_bad_input_is_answered_and_survived() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let relay = Relay::start(&[]);
     let mut c = relay.client();
     c.send_raw(Message::text("{this is not json"));
@@ -423,7 +423,7 @@ fn relay_bad_input_is_answered_and_survived() {
 
 #[test]
 fn relay_max_connections() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let relay = Relay::start(&["--max-connections", "2"]);
     let mut a = relay.client();
     let mut b = relay.client();
@@ -451,7 +451,7 @@ fn relay_max_connections() {
 
 #[test]
 fn relay_logs_content_only_when_asked() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     for (flag, shown) in [(None, false), (Some("--log-messages"), true)] {
         let relay = Relay::start(flag.as_slice());
         let (mut a, _) = relay.agent("logger");
@@ -482,7 +482,7 @@ fn relay_logs_content_only_when_asked() {
 
 #[test]
 fn relay_sigterm_stops_cleanly() {
-    let _w = watchdog(30);
+    let _w = watchdog(Duration::from_secs(30));
     let mut relay = Relay::start(&[]);
     let (mut a, _) = relay.agent("bystander");
     a.join("#general");

@@ -1,41 +1,35 @@
 //! Black-box tests of `workbench setup`: the real binary against fixture
 //! config files in a temporary HOME, one home per test.
 
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::{stderr, stdout, TempHome, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_workbench");
-
-/// A temporary HOME (with WORKBENCH_HOME inside it), removed on drop.
-struct Home {
-    root: PathBuf,
+/// The setup tests' layout inside a [`TempHome`]: HOME is `home/`,
+/// WORKBENCH_HOME is `wb/`.
+trait SetupHome {
+    fn home(&self) -> PathBuf;
+    fn wb_home(&self) -> PathBuf;
+    fn install(&self, fixture: &str, rel: &str) -> PathBuf;
+    fn run(&self, args: &[&str]) -> Output;
 }
 
-impl Home {
-    fn new(tag: &str) -> Home {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "wb-setup-test-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(root.join("home")).unwrap();
-        Home { root }
-    }
-
+impl SetupHome for TempHome {
+    /// Created on first use, as every test expects it to exist.
     fn home(&self) -> PathBuf {
-        self.root.join("home")
+        let home = self.join("home");
+        fs::create_dir_all(&home).unwrap();
+        home
     }
 
     fn wb_home(&self) -> PathBuf {
-        self.root.join("wb")
+        self.join("wb")
     }
 
     /// Copies a fixture to `rel` (relative to HOME) and returns its path.
@@ -46,7 +40,7 @@ impl Home {
         dest
     }
 
-    /// Runs the binary with a clean environment and a watchdog.
+    /// Runs the binary with a clean environment and a time limit.
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
@@ -58,34 +52,14 @@ impl Home {
     }
 }
 
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
 fn run_with_watchdog(mut cmd: Command) -> Output {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(cmd.output());
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("workbench did not finish within 30 s")
-        .expect("workbench could not be started")
+    support::run(&mut cmd, Duration::from_secs(30))
 }
 
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/setup")
         .join(name)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The command setup registers: this binary, as the OS resolves it.
@@ -133,8 +107,8 @@ fn assert_json_merged(old: &Value, new: &Value) {
 }
 
 /// Runs setup twice for one JSON client: merged, backed up, then idempotent.
-fn json_client_round_trip(client: &str, fixture: &str, rel: &str) -> Home {
-    let h = Home::new(client);
+fn json_client_round_trip(client: &str, fixture: &str, rel: &str) -> TempHome {
+    let h = TempHome::new(client);
     let path = h.install(fixture, rel);
     let original = fs::read(&path).unwrap();
 
@@ -206,7 +180,7 @@ fn cursor_mcp_json_is_merged_and_idempotent() {
 
 #[test]
 fn codex_toml_gets_one_table_appended_and_nothing_else_changes() {
-    let h = Home::new("codex");
+    let h = TempHome::new("codex");
     let path = h.install("codex.toml", ".codex/config.toml");
     let original = fs::read_to_string(&path).unwrap();
 
@@ -230,8 +204,8 @@ fn codex_toml_gets_one_table_appended_and_nothing_else_changes() {
 
 #[test]
 fn codex_home_is_honoured() {
-    let h = Home::new("codexhome");
-    let dir = h.root.join("elsewhere");
+    let h = TempHome::new("codexhome");
+    let dir = h.path.join("elsewhere");
     fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["setup", "--client", "codex"])
@@ -248,7 +222,7 @@ fn codex_home_is_honoured() {
 
 #[test]
 fn stale_entry_is_updated_keeping_its_env() {
-    let h = Home::new("stale");
+    let h = TempHome::new("stale");
     let path = h.install("stale_entry.json", ".cursor/mcp.json");
     let o = h.run(&["setup", "--client", "cursor"]);
     assert!(o.status.success());
@@ -268,7 +242,7 @@ fn stale_entry_is_updated_keeping_its_env() {
 
 #[test]
 fn dry_run_changes_nothing() {
-    let h = Home::new("dry");
+    let h = TempHome::new("dry");
     let paths = [
         h.install("claude.json", ".claude.json"),
         h.install("codex.toml", ".codex/config.toml"),
@@ -290,7 +264,7 @@ fn dry_run_changes_nothing() {
 
 #[test]
 fn corrupt_configs_are_reported_and_left_byte_identical() {
-    let h = Home::new("corrupt");
+    let h = TempHome::new("corrupt");
     let bad_json = h.install("corrupt.json", ".gemini/settings.json");
     let bad_servers = h.install("servers_not_object.json", ".claude.json");
     let bad_toml = h.install("codex_inline.toml", ".codex/config.toml");
@@ -338,7 +312,7 @@ fn corrupt_configs_are_reported_and_left_byte_identical() {
 
 #[test]
 fn missing_config_is_created_without_backup() {
-    let h = Home::new("fresh");
+    let h = TempHome::new("fresh");
     let o = h.run(&["setup", "--client", "gemini"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("(new file)"), "{}", stdout(&o));
@@ -349,7 +323,7 @@ fn missing_config_is_created_without_backup() {
 
 #[test]
 fn default_clients_are_the_detected_ones() {
-    let h = Home::new("detect");
+    let h = TempHome::new("detect");
     fs::create_dir_all(h.home().join(".cursor")).unwrap();
     let o = h.run(&["setup"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -359,7 +333,7 @@ fn default_clients_are_the_detected_ones() {
     }
 
     // Nothing installed (a lab machine): not an error, START.md still written.
-    let empty = Home::new("nothing");
+    let empty = TempHome::new("nothing");
     let o = empty.run(&["setup"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("No AI CLI found"), "{}", stdout(&o));
@@ -374,7 +348,7 @@ fn default_clients_are_the_detected_ones() {
 
 #[test]
 fn start_md_describes_this_machine_and_the_tools() {
-    let h = Home::new("start");
+    let h = TempHome::new("start");
     h.install("cursor.json", ".cursor/mcp.json");
     let o = h.run(&["setup", "--client", "cursor"]);
     assert!(o.status.success());
@@ -410,7 +384,7 @@ fn start_md_describes_this_machine_and_the_tools() {
 
 #[test]
 fn bad_usage_exits_2_with_the_synopsis() {
-    let h = Home::new("usage");
+    let h = TempHome::new("usage");
     for args in [
         &["setup", "--client", "vim"][..],
         &["setup", "--frobnicate"][..],

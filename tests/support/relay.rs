@@ -1,13 +1,9 @@
-//! Shared helpers for the relay's black-box tests: start the real binary on
-//! 127.0.0.1 with port 0, read the port back from its `listening` log line,
-//! and talk to it with real tungstenite clients. Every read has a timeout
-//! and every test arms a watchdog, so a hang fails fast instead of stalling.
-
-#![allow(dead_code)]
+//! The relay's clients: start the real binary on 127.0.0.1 with port 0,
+//! read the port back from its `listening` log line, and talk to it with
+//! real tungstenite clients.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -17,44 +13,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_workbench");
+use super::{die_with_parent, BIN};
+
 /// How long any single read may block before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Aborts the whole test process if a test outlives `secs`; dropped at the
-/// end of the test to disarm. Children die with us (PR_SET_PDEATHSIG).
-pub struct Watchdog(Option<mpsc::Sender<()>>);
-
-pub fn watchdog(secs: u64) -> Watchdog {
-    let (tx, rx) = mpsc::channel::<()>();
-    let name = thread::current().name().unwrap_or("test").to_string();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("watchdog: {name} still running after {secs}s; aborting");
-            std::process::exit(101);
-        }
-    });
-    Watchdog(Some(tx))
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Makes a child die if the test thread that spawned it dies.
-pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        })
-    }
-}
 
 /// A running `workbench relay`, killed on drop.
 pub struct Relay {
