@@ -13,9 +13,10 @@ use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
 use super::frame::{FrameReader, Incoming, ReadError, Role, ServerFrame, SharedStream};
-use super::hub::{ConnId, Hub, Out, Outbox};
+use super::hub::{ConnId, Hub};
+use super::outbox::{Outgoing, SendQueue};
 use super::protocol::{ClientMsg, Refusal, ServerMsg};
-use super::writer::{PeerOutbox, Writer};
+use super::writer::{PeerQueue, Writer};
 use crate::util::{log_event, now_ms};
 
 /// How long a client may take to send its upgrade request.
@@ -57,7 +58,7 @@ fn open(
     shared: &SharedStream,
     peer: String,
     limits: Limits,
-) -> (ConnId, PeerOutbox) {
+) -> (ConnId, PeerQueue) {
     let outbox = writer.add(shared.0.clone(), limits.outbox);
     let id = hub.register(outbox.clone(), Some(shared.clone()));
     log_event("connect", json!({"conn": id, "peer": peer}));
@@ -68,13 +69,13 @@ fn open(
 const CLOSED_BY_CLIENT: &str = "closed by client";
 
 #[inline(never)]
-fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerOutbox) {
+fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerQueue) {
     hub.disconnect(id, reason);
     // Echo a client's close only now: a client that waits for the echo (our
     // CLI does) can reconnect with the same identity at once without being
     // refused as "already connected".
     if reason == CLOSED_BY_CLIENT {
-        let _ = outbox.try_send(Out::Close(1000, ""));
+        let _ = outbox.try_send(Outgoing::Close(1000, ""));
     }
     outbox.finish();
 }
@@ -115,7 +116,7 @@ fn read_loop(
     hub: &Hub,
     id: ConnId,
     stream: SharedStream,
-    outbox: &PeerOutbox,
+    outbox: &PeerQueue,
     limits: Limits,
 ) -> &'static str {
     let mut reader = FrameReader::new(stream, Role::Server, limits.max_message);
@@ -134,7 +135,7 @@ fn read_loop(
             Ok(m) => m,
             Err(ReadError::Io(_)) => return "connection closed",
             Err(ReadError::Protocol(what)) => {
-                let _ = outbox.try_send(Out::Close(1002, what));
+                let _ = outbox.try_send(Outgoing::Close(1002, what));
                 return "protocol error";
             }
         };
@@ -151,7 +152,7 @@ fn handle_incoming(
     hub: &Hub,
     id: ConnId,
     incoming: Incoming,
-    outbox: &PeerOutbox,
+    outbox: &PeerQueue,
     limits: Limits,
 ) -> Result<(), &'static str> {
     let refusal = match incoming {
@@ -171,7 +172,7 @@ fn handle_incoming(
             limits.max_message
         ))),
         Incoming::Ping(payload) => {
-            if outbox.try_send(Out::Pong(payload.into())).is_err() {
+            if outbox.try_send(Outgoing::Pong(payload.into())).is_err() {
                 return Err("outbox full");
             }
             None
@@ -183,7 +184,10 @@ fn handle_incoming(
     };
     if let Some(r) = refusal {
         let text = ServerMsg::from(&r).encode(now_ms());
-        if outbox.try_send(Out::Text(ServerFrame::from(text))).is_err() {
+        if outbox
+            .try_send(Outgoing::Text(ServerFrame::from(text)))
+            .is_err()
+        {
             return Err("outbox full");
         }
     }

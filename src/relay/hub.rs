@@ -6,15 +6,14 @@
 //! unlocking. A peer whose outbox is full is dropped, never waited for.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::mpsc::SyncSender;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use tungstenite::Bytes;
 
 use super::frame::{ServerFrame, SharedStream};
 use super::handle_proposal::{self, Actor};
+use super::outbox::{Outgoing, SendQueue};
 use super::proposals::ProposalStore;
 use super::protocol::{
     AgentId, AgentName, ChannelInfo, ChannelName, ClientMsg, ErrorCode, Refusal, ServerMsg, Target,
@@ -30,36 +29,6 @@ const MAX_CHANNELS: usize = 10_000;
 const MAX_INVITES_PER_CHANNEL: usize = 10_000;
 
 pub type ConnId = u64;
-
-/// What a connection's writer is asked to put on the wire.
-#[derive(Debug, Clone)]
-pub enum Out {
-    /// A whole text frame, already framed; cloning shares the bytes, so a
-    /// broadcast is encoded and framed once.
-    Text(ServerFrame),
-    /// The answer to a WebSocket ping (RFC 6455 §5.5.3: same payload).
-    Pong(Bytes),
-    /// Send a close frame and stop writing.
-    Close(u16, &'static str),
-}
-
-/// Where the hub queues a connection's outgoing messages: a bounded queue
-/// in front of the one thing that writes that socket. `try_send` never
-/// blocks; an error means full or closed, and the hub drops that peer.
-pub trait Outbox: Send {
-    fn try_send(&self, out: Out) -> Result<(), Full>;
-}
-
-/// The outbox was full or its writer is gone.
-#[derive(Debug)]
-pub struct Full;
-
-/// A plain channel as an outbox (in-process tests).
-impl Outbox for SyncSender<Out> {
-    fn try_send(&self, out: Out) -> Result<(), Full> {
-        SyncSender::try_send(self, out).map_err(|_| Full)
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -80,7 +49,7 @@ struct Agent {
 }
 
 struct Conn {
-    outbox: Box<dyn Outbox>,
+    outbox: Box<dyn SendQueue>,
     /// Shut down when the hub drops this peer, waking its reader and writer.
     /// `None` in in-process tests.
     stream: Option<SharedStream>,
@@ -161,7 +130,11 @@ impl Hub {
     }
 
     /// Adds a connection; messages for it go to `outbox`.
-    pub fn register(&self, outbox: impl Outbox + 'static, stream: Option<SharedStream>) -> ConnId {
+    pub fn register(
+        &self,
+        outbox: impl SendQueue + 'static,
+        stream: Option<SharedStream>,
+    ) -> ConnId {
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
@@ -191,7 +164,7 @@ impl Hub {
             let mut st = self.lock();
             if let Err(r) = st.dispatch(&self.cfg, id, msg, &mut fx) {
                 let text = ServerMsg::from(&r).encode(now_ms());
-                st.send(id, Out::Text(text.into()), &mut fx);
+                st.send(id, Outgoing::Text(text.into()), &mut fx);
             }
             st.reap(&mut fx);
         }
@@ -218,7 +191,7 @@ impl Hub {
         for conn in st.conns.values() {
             let _ = conn
                 .outbox
-                .try_send(Out::Close(1001, "server shutting down"));
+                .try_send(Outgoing::Close(1001, "server shutting down"));
         }
         st.conns.clear();
         st.agents.clear();
@@ -257,7 +230,7 @@ fn not_found(ch: &ChannelName) -> Refusal {
 
 impl State {
     /// Queues `out` for one connection; a full or closed outbox dooms it.
-    fn send(&self, id: ConnId, out: Out, fx: &mut Effects) {
+    fn send(&self, id: ConnId, out: Outgoing, fx: &mut Effects) {
         if let Some(c) = self.conns.get(&id) {
             if c.outbox.try_send(out).is_err() {
                 fx.doomed.push((id, "outbox full"));
@@ -266,13 +239,13 @@ impl State {
     }
 
     fn send_msg(&self, id: ConnId, msg: &ServerMsg, fx: &mut Effects) {
-        self.send(id, Out::Text(msg.encode(now_ms()).into()), fx);
+        self.send(id, Outgoing::Text(msg.encode(now_ms()).into()), fx);
     }
 
     /// Queues one already-encoded frame on every member of `members`.
     fn broadcast(&self, members: &[ConnId], text: &ServerFrame, fx: &mut Effects) {
         for m in members {
-            self.send(*m, Out::Text(text.clone()), fx);
+            self.send(*m, Outgoing::Text(text.clone()), fx);
         }
     }
 
@@ -400,10 +373,10 @@ impl State {
             .and_then(|a| self.agents.get(&a).copied())
         {
             if dest != id {
-                self.send(dest, Out::Text(text.clone()), fx);
+                self.send(dest, Outgoing::Text(text.clone()), fx);
             }
         }
-        self.send(id, Out::Text(text), fx);
+        self.send(id, Outgoing::Text(text), fx);
         fx.logs.push((
             "proposal",
             json!({"conn": id, "agent": me.as_str(), "msg_type": kind, "stored": self.proposals.len()}),
@@ -460,7 +433,7 @@ impl State {
                 pubkey,
             });
         }
-        self.send(id, Out::Text(welcome.into()), fx);
+        self.send(id, Outgoing::Text(welcome.into()), fx);
         Ok(())
     }
 
@@ -524,7 +497,7 @@ impl State {
                     replay: true,
                 }
                 .encode(m.ts);
-                self.send(id, Out::Text(text.into()), fx);
+                self.send(id, Outgoing::Text(text.into()), fx);
             }
             fx.logs.push((
                 "join",
@@ -679,9 +652,9 @@ impl State {
                         format!("Agent {} not found", target.as_str()),
                     ));
                 };
-                self.send(dest, Out::Text(text.clone()), fx);
+                self.send(dest, Outgoing::Text(text.clone()), fx);
                 if dest != id {
-                    self.send(id, Out::Text(text), fx);
+                    self.send(id, Outgoing::Text(text), fx);
                 }
             }
         }
@@ -819,7 +792,7 @@ mod tests {
         )
     }
 
-    fn conn(h: &Hub, cap: usize) -> (ConnId, Receiver<Out>) {
+    fn conn(h: &Hub, cap: usize) -> (ConnId, Receiver<Outgoing>) {
         let (tx, rx) = sync_channel(cap);
         (h.register(tx, None), rx)
     }
@@ -831,16 +804,16 @@ mod tests {
         }
     }
 
-    fn drain(rx: &Receiver<Out>) -> Vec<Value> {
+    fn drain(rx: &Receiver<Outgoing>) -> Vec<Value> {
         rx.try_iter()
             .filter_map(|o| match o {
-                Out::Text(t) => serde_json::from_str(t.as_str()).ok(),
+                Outgoing::Text(t) => serde_json::from_str(t.as_str()).ok(),
                 _ => None,
             })
             .collect()
     }
 
-    fn identify(h: &Hub, id: ConnId, rx: &Receiver<Out>) -> String {
+    fn identify(h: &Hub, id: ConnId, rx: &Receiver<Outgoing>) -> String {
         send(h, id, r#"{"type":"IDENTIFY","name":"t"}"#);
         let v = drain(rx);
         assert_eq!(v[0]["type"], "WELCOME");

@@ -1,7 +1,8 @@
 //! The AgentChat relay (`workbench relay`) and the client the relay CLI
 //! commands share. Wire types live in `protocol`, frame reading in `frame`,
 //! shared state and message handling in `hub`, one connection's reader in
-//! `conn`, the one thread that writes every socket in `writer`, the process
+//! `conn`, the frames queued for a socket in `outbox`, the one thread
+//! that writes every socket in `writer`, the process
 //! (listen, accept, signals) in `server`, and the blocking client in
 //! `client`. Identities and proposals (issue 7):
 //! keys and the identity file in `identity`, the exact signed texts in
@@ -14,6 +15,7 @@ pub mod frame;
 pub mod handle_proposal;
 pub mod hub;
 pub mod identity;
+pub mod outbox;
 pub mod proposals;
 pub mod protocol;
 pub mod server;

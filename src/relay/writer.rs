@@ -1,6 +1,6 @@
 //! The relay's one writer thread: it owns the write side of every relay
 //! socket, so each socket has exactly one writer. Hub handlers and readers
-//! queue already-framed bytes ([`PeerOutbox::try_send`], never blocking);
+//! queue already-framed bytes ([`PeerQueue::try_send`], never blocking);
 //! the writer copies nothing, writes each peer's queue with one vectored,
 //! non-blocking `sendmsg`, and asks epoll to tell it when a full kernel
 //! buffer drains. A peer that stops reading fills its own bounded queue and
@@ -23,7 +23,7 @@ use serde_json::json;
 use tungstenite::Bytes;
 
 use super::frame::ServerFrame;
-use super::hub::{Full, Out, Outbox};
+use super::outbox::{Outgoing, QueueFull, SendQueue};
 use crate::util::log_event;
 
 /// The writer's name for a socket, also its epoll token.
@@ -126,12 +126,12 @@ impl Writer {
     /// Hands the write side of `stream` to a writer thread. Once `cap`
     /// messages are queued and not yet written, sending through the outbox
     /// fails.
-    pub fn add(&self, stream: Arc<TcpStream>, cap: usize) -> PeerOutbox {
+    pub fn add(&self, stream: Arc<TcpStream>, cap: usize) -> PeerQueue {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let shared = self.shards[(id % self.shards.len() as u64) as usize].clone();
         let queued = Arc::new(AtomicUsize::new(0));
         shared.push(Cmd::Add(id, stream, queued.clone()));
-        PeerOutbox {
+        PeerQueue {
             id,
             cap,
             queued,
@@ -176,7 +176,7 @@ fn start_one(n: usize) -> io::Result<Arc<Shared>> {
 /// One connection's bounded queue in front of the writer thread. The hub
 /// and the connection's reader each hold a clone.
 #[derive(Clone)]
-pub struct PeerOutbox {
+pub struct PeerQueue {
     /// The writer's token for the socket (not the hub's connection id).
     id: Token,
     cap: usize,
@@ -185,7 +185,7 @@ pub struct PeerOutbox {
     shared: Arc<Shared>,
 }
 
-impl PeerOutbox {
+impl PeerQueue {
     /// The reader is done: write what is queued if the socket takes it now,
     /// then shut the socket and forget it.
     pub fn finish(&self) {
@@ -193,18 +193,20 @@ impl PeerOutbox {
     }
 }
 
-impl Outbox for PeerOutbox {
-    fn try_send(&self, out: Out) -> Result<(), Full> {
+impl SendQueue for PeerQueue {
+    fn try_send(&self, out: Outgoing) -> Result<(), QueueFull> {
         // A close frame is always taken: it ends the connection either way.
         let full = self.queued.fetch_add(1, Ordering::Relaxed) >= self.cap;
-        if full && !matches!(out, Out::Close(..)) {
+        if full && !matches!(out, Outgoing::Close(..)) {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(Full);
+            return Err(QueueFull);
         }
         let cmd = match out {
-            Out::Text(frame) => Cmd::Send(self.id, frame.wire().clone()),
-            Out::Pong(payload) => Cmd::Send(self.id, ServerFrame::pong(&payload).wire().clone()),
-            Out::Close(code, reason) => {
+            Outgoing::Text(frame) => Cmd::Send(self.id, frame.wire().clone()),
+            Outgoing::Pong(payload) => {
+                Cmd::Send(self.id, ServerFrame::pong(&payload).wire().clone())
+            }
+            Outgoing::Close(code, reason) => {
                 Cmd::Close(self.id, ServerFrame::close(code, reason).wire().clone())
             }
         };
@@ -471,8 +473,8 @@ mod tests {
         (Arc::new(s), c)
     }
 
-    fn text(s: &str) -> Out {
-        Out::Text(ServerFrame::text(s))
+    fn text(s: &str) -> Outgoing {
+        Outgoing::Text(ServerFrame::text(s))
     }
 
     #[test]
@@ -510,9 +512,9 @@ mod tests {
         let (s, c) = pair();
         let out = w.add(s, 16);
         out.try_send(text("one")).expect("queued");
-        out.try_send(Out::Pong(Bytes::from_static(b"p")))
+        out.try_send(Outgoing::Pong(Bytes::from_static(b"p")))
             .expect("queued");
-        out.try_send(Out::Close(1001, "bye")).expect("queued");
+        out.try_send(Outgoing::Close(1001, "bye")).expect("queued");
         out.try_send(text("dropped"))
             .expect("queued, then discarded");
         let mut r = FrameReader::new(c, Role::Client, 1024);
