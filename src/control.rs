@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -141,6 +142,7 @@ fn spawn_server(
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(project.path("server.log"))
         .map_err(|e| format!("cannot open server.log: {e}"))?;
     let mut cmd = Command::new(exe);

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,7 @@ impl Project {
     /// project keeps every file it has. Returns true when it was created.
     pub fn create(&self, title: Option<&str>, description: Option<&str>) -> io::Result<bool> {
         fs::create_dir_all(self.dir.join("files"))?;
+        set_mode(&self.dir, 0o700)?;
         let index = self.path("index.html");
         let created = !index.exists();
         if created {
@@ -105,10 +107,49 @@ impl Project {
         for f in ["session.jsonl", "events.jsonl", "cost-log.jsonl"] {
             let p = self.path(f);
             if !p.exists() {
-                fs::OpenOptions::new().create(true).append(true).open(p)?;
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(p)?;
             }
         }
         Ok(created)
+    }
+
+    /// Makes the folder and `files/` 0700 and every file holding session
+    /// data 0600 (projects made by older versions were 0755/0644), and
+    /// removes temp files a crashed write left behind. Problems are logged:
+    /// the server still starts.
+    pub fn secure_files(&self) {
+        for dir in [self.dir.clone(), self.path("files")] {
+            if let Err(e) = set_mode(&dir, 0o700) {
+                util::log_event(
+                    "chmod_failed",
+                    serde_json::json!({"path": dir.display().to_string(), "error": e.to_string()}),
+                );
+            }
+        }
+        for entry in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !holds_session_data(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            if let Err(e) = set_mode(&entry.path(), 0o600) {
+                util::log_event(
+                    "chmod_failed",
+                    serde_json::json!({"path": name, "error": e.to_string()}),
+                );
+            }
+        }
+        let removed = util::remove_stale_temp_files(&self.dir);
+        if removed > 0 {
+            util::log_event(
+                "stale_temp_files_removed",
+                serde_json::json!({"count": removed}),
+            );
+        }
     }
 
     /// The page title, read back from index.html's `<title>`.
@@ -206,6 +247,28 @@ pub fn remove_server_file_if_pid(project: &Project, pid: u32) {
     let _ = fs::remove_file(project.server_file());
 }
 
+/// Files of a project folder that hold session data (owner-only, 0600):
+/// what the page showed, what the human sent, the logs and the token.
+pub fn holds_session_data(name: &str) -> bool {
+    name == "state.json"
+        || name.starts_with("state.json.corrupt-")
+        || name.starts_with("session.")
+        || (name.starts_with("events") && name.ends_with(".jsonl"))
+        || name == "cost-log.jsonl"
+        || name == "server.log"
+        || name == ".server.json"
+}
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(path)?;
+    // Never follow a link out of the folder; never touch what isn't ours.
+    if meta.file_type().is_symlink() || meta.permissions().mode() & 0o777 == mode {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
 pub fn is_dir_writable(dir: &Path) -> bool {
     let probe = dir.join(format!(".probe-{}", std::process::id()));
     let ok = fs::write(&probe, b"").is_ok();
@@ -235,6 +298,26 @@ mod tests {
             "é",
         ] {
             assert!(ProjectName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn session_files_are_recognised() {
+        for f in [
+            "state.json",
+            "session.md",
+            "session.jsonl",
+            "events.jsonl",
+            "events-000003.jsonl",
+            "cost-log.jsonl",
+            "server.log",
+            ".server.json",
+            "state.json.corrupt-17",
+        ] {
+            assert!(holds_session_data(f), "{f}");
+        }
+        for f in ["index.html", "files", ".serve.lock", "notes.txt"] {
+            assert!(!holds_session_data(f), "{f}");
         }
     }
 

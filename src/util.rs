@@ -67,7 +67,8 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()>
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
+    let written = (|| {
+        injected_write_failure()?;
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -78,24 +79,72 @@ fn replace(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()>
         if durable {
             f.sync_data()?;
         }
-    }
-    fs::rename(&tmp, path).inspect_err(|_| {
+        fs::rename(&tmp, path)
+    })();
+    // A failed write never leaves its temp file behind (a full disk stays
+    // full otherwise); `remove_stale_temp_files` handles a crash mid-write.
+    if written.is_err() {
         let _ = fs::remove_file(&tmp);
-    })
+    }
+    written
+}
+
+/// Removes `.NAME.PID.tmp` files left in `dir` by `write_atomic` in a
+/// process that died mid-write (its pid no longer runs, or is ours).
+/// Returns how many were removed.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if (pid == me || !crate::sys::pid_alive(pid)) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// A test hook, compiled into debug builds only: while the file named by
+/// `WORKBENCH_TEST_FAIL_WRITES` exists, every project write fails with the
+/// errno written in it (default EIO = 5; 28 = ENOSPC). Release builds never
+/// read the variable. It lets a test that cannot mount a full tmpfs still
+/// prove that a failed write is answered with an error, never 200.
+pub fn injected_write_failure() -> io::Result<()> {
+    #[cfg(debug_assertions)]
+    if let Some(flag) = std::env::var_os("WORKBENCH_TEST_FAIL_WRITES") {
+        if let Ok(text) = fs::read_to_string(&flag) {
+            let errno = text.trim().parse::<i32>().unwrap_or(5);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
+    Ok(())
 }
 
 /// Appends one whole line with a single `write` on an O_APPEND file, so
-/// concurrent appenders never interleave inside a line.
+/// concurrent appenders never interleave inside a line. A write that fails
+/// part-way (a full disk) is cut back off, so no torn line is left for the
+/// next append to glue onto. New files are 0600: they hold session data.
 pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
     let mut buf = String::with_capacity(line.len() + 1);
     buf.push_str(line);
     buf.push('\n');
+    injected_write_failure()?;
     let mut f = OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o644)
+        .mode(0o600)
         .open(path)?;
-    f.write_all(buf.as_bytes())
+    let before = f.metadata()?.len();
+    f.write_all(buf.as_bytes()).inspect_err(|_| {
+        let _ = f.set_len(before);
+    })
 }
 
 /// If a log file ends inside a line (a crash mid-append), ends that line, so
@@ -119,22 +168,124 @@ pub fn seal_torn_line(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads the last `limit` lines of a JSON-lines file that parse as JSON.
-/// Lines that don't parse (a torn tail after a crash) are skipped, not fatal.
+/// The most a tail read scans back from the end of a file.
+const TAIL_SCAN_MAX: u64 = 64 << 20;
+/// Longer lines are skipped by `tail_jsonl` (a session log entry is far smaller).
+const TAIL_LINE_MAX: usize = 4 << 20;
+
+/// Reads the last `limit` lines of a JSON-lines file that parse as JSON,
+/// scanning back from the end (never more than 64 MiB), line by line: a torn
+/// or invalid line (bad UTF-8, not JSON) is skipped and counted in a
+/// `jsonl_skipped` log line, never fatal to the rest of the file.
 pub fn tail_jsonl(path: &Path, limit: usize) -> io::Result<Vec<Value>> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
+    use std::io::{Seek, SeekFrom};
+    let mut f = match File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut out: Vec<Value> = text
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .take(limit)
-        .collect();
-    out.reverse();
-    Ok(out)
+    let len = f.metadata()?.len();
+    let mut span: u64 = 256 << 10;
+    loop {
+        let span_now = span.min(TAIL_SCAN_MAX);
+        let start = len.saturating_sub(span_now);
+        f.seek(SeekFrom::Start(start))?;
+        let mut lines = Lines::new(io::BufReader::new(&mut f), TAIL_LINE_MAX);
+        if start > 0 {
+            lines.skip_partial()?;
+        }
+        let mut all = Vec::new();
+        let mut bad = 0;
+        while let Some(line) = lines.next_line()? {
+            match line {
+                Some([]) => {}
+                Some(l) => match serde_json::from_slice::<Value>(l) {
+                    Ok(v) => all.push(v),
+                    Err(_) => bad += 1,
+                },
+                None => bad += 1,
+            }
+        }
+        if all.len() >= limit || start == 0 || span_now >= TAIL_SCAN_MAX {
+            if bad > 0 {
+                log_event(
+                    "jsonl_skipped",
+                    json!({"file": path.display().to_string(), "lines": bad}),
+                );
+            }
+            let skip = all.len().saturating_sub(limit);
+            return Ok(all.split_off(skip));
+        }
+        span *= 4;
+    }
+}
+
+/// A line reader with a cap on line length: a longer line is consumed
+/// without being buffered and reported as `Some(None)`, so garbage without
+/// newlines can never make a reader hold more than `max` bytes.
+pub struct Lines<R> {
+    r: R,
+    max: usize,
+    buf: Vec<u8>,
+    /// Byte offset (from where reading began) of the next line.
+    pub offset: u64,
+}
+
+impl<R: io::BufRead> Lines<R> {
+    pub fn new(r: R, max: usize) -> Self {
+        Lines {
+            r,
+            max,
+            buf: Vec::new(),
+            offset: 0,
+        }
+    }
+
+    /// Drops everything up to and including the next `\n` (reading began
+    /// inside a line).
+    pub fn skip_partial(&mut self) -> io::Result<()> {
+        let cap = self.max;
+        self.max = 0;
+        let r = self.next_line().map(|_| ());
+        self.max = cap;
+        r
+    }
+
+    /// The next line without its `\n`: `None` at the end, `Some(None)` for
+    /// a line over the cap. A last line without `\n` (torn) is returned too;
+    /// callers that parse it find out whether it is whole.
+    pub fn next_line(&mut self) -> io::Result<Option<Option<&[u8]>>> {
+        self.buf.clear();
+        let mut too_long = false;
+        let mut read_any = false;
+        loop {
+            let chunk = self.r.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            read_any = true;
+            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            let body = &chunk[..if done { take - 1 } else { take }];
+            if !too_long && self.buf.len() + body.len() <= self.max {
+                self.buf.extend_from_slice(body);
+            } else {
+                too_long = true;
+                self.buf.clear();
+            }
+            self.r.consume(take);
+            self.offset += take as u64;
+            if done {
+                break;
+            }
+        }
+        if !read_any {
+            return Ok(None);
+        }
+        Ok(Some(if too_long { None } else { Some(&self.buf) }))
+    }
 }
 
 /// One structured log line on stderr: `{"ts":…,"event":…, …fields}`.

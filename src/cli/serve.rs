@@ -7,6 +7,8 @@ use crate::project::{Project, ProjectName};
 
 pub const USAGE: &str = "\
 usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N] [--public-host H] [--max-body BYTES]
+                       [--events-max-bytes B] [--events-segment-bytes B] [--events-memory-bytes B]
+                       [--events-rate N] [--events-client-rate N]
 
 Creates ~/workbench/<name>/ if missing (an existing project keeps its files)
 and serves its live page on the LAN until Ctrl-C or SIGTERM.
@@ -20,8 +22,17 @@ options:
   --public-host H    host shown in the URL (default: this machine's LAN
                      address; also WORKBENCH_HOST)
   --max-body BYTES   largest request body accepted (default 8388608)
+  --events-max-bytes B      events log quota on disk, all segments (default
+                            67108864 = 64 MiB; the oldest segment goes first)
+  --events-segment-bytes B  start a new events segment at this size (default 4194304)
+  --events-memory-bytes B   newest events kept in memory (default 8388608)
+  --events-rate N           events per second from all viewers together (default 50)
+  --events-client-rate N    events per second per address or IPv6 /64 (default 5)
 
-environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST
+environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST; each
+--events-* option also reads WORKBENCH_EVENTS_MAX_BYTES, _SEGMENT_BYTES,
+_MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), so servers started
+by `workbench mcp` take them from its environment.
 
 example:
   workbench serve bench1 --title \"PSU bring-up\"
@@ -41,11 +52,49 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .opt_value_from_str("--max-body")
         .map_err(&err)?
         .unwrap_or(page::DEFAULT_MAX_BODY);
+    let d = page::EventsQuota::default();
+    let max_bytes = events_opt(
+        &mut args,
+        "--events-max-bytes",
+        "WORKBENCH_EVENTS_MAX_BYTES",
+    )?
+    .unwrap_or(d.max_bytes);
+    let segment_bytes = events_opt(
+        &mut args,
+        "--events-segment-bytes",
+        "WORKBENCH_EVENTS_SEGMENT_BYTES",
+    )?
+    .unwrap_or(d.segment_bytes);
+    let memory_bytes = events_opt(
+        &mut args,
+        "--events-memory-bytes",
+        "WORKBENCH_EVENTS_MEMORY_BYTES",
+    )?
+    .unwrap_or(d.memory_bytes as u64);
+    let rate = events_opt(&mut args, "--events-rate", "WORKBENCH_EVENTS_RATE")?.unwrap_or(50);
+    let client_rate = events_opt(
+        &mut args,
+        "--events-client-rate",
+        "WORKBENCH_EVENTS_CLIENT_RATE",
+    )?
+    .unwrap_or(5);
     let name: String = positional(&mut args, USAGE, "name")?;
     finish(args, USAGE)?;
     let name = ProjectName::parse(&name).map_err(|e| usage_error(USAGE, e))?;
     if max_body < 1024 {
         return Err(usage_error(USAGE, "--max-body must be at least 1024 bytes"));
+    }
+    if segment_bytes < 4096 || max_bytes < 2 * segment_bytes {
+        return Err(usage_error(
+            USAGE,
+            "--events-segment-bytes must be at least 4096 and --events-max-bytes at least twice it",
+        ));
+    }
+    if memory_bytes < 4096 || rate == 0 || client_rate == 0 {
+        return Err(usage_error(
+            USAGE,
+            "--events-memory-bytes must be at least 4096 and the --events-*rate options at least 1",
+        ));
     }
     let cfg = ServeConfig {
         project: Project::new(name),
@@ -55,6 +104,34 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         port: port.map(PortChoice::Exact).unwrap_or(PortChoice::Auto),
         public_host,
         max_body,
+        events_quota: page::EventsQuota {
+            max_bytes,
+            segment_bytes,
+            memory_bytes: memory_bytes as usize,
+        },
+        event_limits: page::EventLimits::per_second(client_rate as f64, rate as f64),
     };
     page::serve(cfg).map_err(CliError::Failed)
+}
+
+/// A whole number from `--flag`, else from the environment variable.
+fn events_opt(
+    args: &mut pico_args::Arguments,
+    flag: &'static str,
+    env: &str,
+) -> Result<Option<u64>, CliError> {
+    if let Some(v) = args
+        .opt_value_from_str::<_, u64>(flag)
+        .map_err(arg_error(USAGE))?
+    {
+        return Ok(Some(v));
+    }
+    match std::env::var(env) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map(Some).map_err(|_| {
+                usage_error(USAGE, format!("{env} must be a whole number (got {v:?})"))
+            })
+        }
+        _ => Ok(None),
+    }
 }

@@ -30,9 +30,14 @@ fn out_schema(props: Value) -> Value {
 /// Every tool, as `tools/list` returns it.
 pub fn list() -> Value {
     let project = json!({"type": "string", "description": "Project name given to workbench_scaffold (letters, digits, '_' and '-')."});
+    // A `lost` marker ({"type":"lost","name":"lost","seq","from_seq","to_seq",
+    // "count","reason"}) stands for numbers that can no longer be read
+    // (see docs/events.md); it is passed through like any event.
     let event = json!({"type": "object", "properties": {
         "seq": {"type": "integer"}, "ts": {"type": "string"}, "name": {"type": "string"},
-        "data": {}, "from": {"type": "object"}}});
+        "data": {}, "from": {"type": "object"}, "type": {"type": "string", "enum": ["lost"]},
+        "from_seq": {"type": "integer"}, "to_seq": {"type": "integer"}, "count": {"type": "integer"},
+        "reason": {"type": "string"}}});
     json!([
         {
             "name": "workbench_scaffold",
@@ -101,7 +106,7 @@ pub fn list() -> Value {
         {
             "name": "workbench_wait",
             "title": "Wait for the human's answer",
-            "description": "Return the human's events (form submits, data-workbench-click buttons, typed messages, workbench.send calls) after cursor `since`, or block until one arrives. On timeout returns status 'pending' with the same cursor: just call again. Always pass the cursor from the previous result; nothing sent meanwhile is lost.",
+            "description": "Return the human's events (form submits, data-workbench-click buttons, typed messages, workbench.send calls) after cursor `since`, or block until one arrives. On timeout returns status 'pending' with the same cursor: just call again. Always pass the cursor from the previous result; nothing sent meanwhile is lost. If the page's events outgrew the disk quota, an item with type 'lost' says which numbers (from_seq..to_seq, count) can no longer be read.",
             "inputSchema": obj(json!({
                 "project": project,
                 "since": {"type": "integer", "minimum": 0, "description": "Cursor from the previous workbench_wait/workbench_events result (0 = from the beginning)."},

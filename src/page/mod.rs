@@ -4,6 +4,7 @@
 //! This module wires the parts together and owns start-up and shutdown.
 
 mod disk;
+mod eventlog;
 mod events;
 mod files;
 mod hub;
@@ -22,6 +23,8 @@ use serde_json::{json, Map, Value};
 use crate::project::{self, Project, ServerInfo};
 use crate::{sys, util};
 
+pub use eventlog::Quota as EventsQuota;
+pub use events::Limits as EventLimits;
 pub use routes::LEVELS;
 
 /// Default request body limit (`--max-body`).
@@ -47,6 +50,10 @@ pub struct ServeConfig {
     /// Address shown in the URL (`--public-host`/`WORKBENCH_HOST`); default: LAN address.
     pub public_host: Option<String>,
     pub max_body: usize,
+    /// How much the events log may hold on disk and in memory.
+    pub events_quota: eventlog::Quota,
+    /// Rate limits for POST /api/event.
+    pub event_limits: events::Limits,
 }
 
 /// Why the server is stopping.
@@ -60,7 +67,7 @@ pub struct Shared {
     pub project: Project,
     pub token: String,
     pub hub: hub::Hub,
-    pub events: events::Events,
+    pub events: Arc<events::Events>,
     /// Answers wait for it (`sync`) where an acknowledged write must be on disk.
     pub disk: disk::DiskSender,
     pub stop: Sender<Stop>,
@@ -144,6 +151,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         )
     })?;
 
+    // Session data is the owner's alone; older projects are fixed here.
+    project.secure_files();
+
     let listener = bind(&cfg.host, &cfg.port)?;
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     // Vanished viewers: unacked pings time out after 20 s; stuck writes after 15 s.
@@ -151,28 +161,34 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let server = tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())?;
     let server = Arc::new(server);
 
-    for log in [
-        "session.jsonl",
-        "session.md",
-        "events.jsonl",
-        "cost-log.jsonl",
-    ] {
+    // The events log ends its own torn line (eventlog::EventLog::open).
+    for log in ["session.jsonl", "session.md", "cost-log.jsonl"] {
         if let Err(e) = util::seal_torn_line(&project.path(log)) {
             util::log_event("disk_error", json!({"file": log, "error": e.to_string()}));
         }
     }
-    let disk = disk::start(&project);
+    let opened = eventlog::EventLog::open(&project.dir, cfg.events_quota).map_err(|e| {
+        format!(
+            "cannot open the events log in {}: {e}",
+            project.dir.display()
+        )
+    })?;
+    let events = Arc::new(events::Events::new(
+        opened.log.clone(),
+        opened.tail,
+        opened.last_seq,
+        cfg.event_limits,
+    ));
+    let disk = disk::start(&project, events.clone(), eventlog::Writer::new(opened.log));
     let recent =
         util::tail_jsonl(&project.path("session.jsonl"), hub::RECENT_LOGS).unwrap_or_default();
-    let existing_events =
-        util::tail_jsonl(&project.path("events.jsonl"), 10_000).unwrap_or_default();
     let (stop_tx, stop_rx) = mpsc::channel();
     let token = util::random_hex(32).map_err(|e| format!("no randomness for the token: {e}"))?;
     let shared = Arc::new(Shared {
         project: project.clone(),
         token: token.clone(),
         hub: hub::Hub::new(load_state(&project), recent, disk.clone()),
-        events: events::Events::new(existing_events, disk.clone()),
+        events,
         disk: disk.clone(),
         stop: stop_tx.clone(),
         max_body: cfg.max_body,
@@ -239,7 +255,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     };
     server.unblock();
     shared.hub.close_all();
-    disk.sync();
+    disk.flush();
     let stats = shared.hub.stats();
     let ended_ms = util::now_ms();
     let _ = util::append_line(

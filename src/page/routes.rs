@@ -282,7 +282,12 @@ fn post_state(shared: &Shared, inc: &Incoming) -> Reply {
     let pushed = shared.hub.push_state(fields);
     // An acknowledged push survives a crash of this server (state.json is
     // replaced before the answer; not fsynced, see util::write_replace).
-    shared.disk.sync();
+    if let Err(e) = shared.disk.sync() {
+        return disk_error(
+            &e,
+            "the state was pushed to the open pages but not saved to state.json",
+        );
+    }
     util::log_event(
         "push_state",
         json!({"seq": pushed.seq, "bytes": pushed.bytes, "viewers": pushed.viewers}),
@@ -324,7 +329,12 @@ fn post_log(shared: &Shared, inc: &Incoming) -> Reply {
     let entry = log_entry(level, message, "ai");
     let pushed = shared.hub.push_log(entry.clone());
     // Acknowledged entries are in session.jsonl/session.md (no lock is held).
-    shared.disk.sync();
+    if let Err(e) = shared.disk.sync() {
+        return disk_error(
+            &e,
+            "the entry was shown on the open pages but not saved to session.jsonl",
+        );
+    }
     util::log_event(
         "push_log",
         json!({"level": level, "bytes": pushed.bytes, "viewers": pushed.viewers}),
@@ -380,17 +390,26 @@ fn post_event(shared: &Shared, inc: &Incoming) -> Reply {
         Some(n) => {
             return reply_error(
                 400,
-                format!("bad event name {n:?}: use 1-64 letters, digits, '_', '-', '.', ':'"),
+                format!("bad event name {n:?}: use 1-64 letters, digits, '_', '-', '.', ':' (\"lost\" is reserved)"),
             )
         }
         None => return reply_error(400, "'name' is required and must be a string"),
     };
     if let Some(ip) = inc.remote {
-        if !shared.events.admit(ip) {
-            return reply_error(
-                429,
-                "too many events from this viewer; slow down and retry in a second",
-            );
+        match shared.events.admit(ip) {
+            Ok(()) => {}
+            Err(events::Limited::Client) => {
+                return reply_error(
+                    429,
+                    "too many events from this viewer; slow down and retry in a second",
+                )
+            }
+            Err(events::Limited::Total) => {
+                return reply_error(
+                    429,
+                    "too many events from all viewers together; slow down and retry in a second",
+                )
+            }
         }
     }
     let viewer = body
@@ -400,7 +419,12 @@ fn post_event(shared: &Shared, inc: &Incoming) -> Reply {
         .unwrap_or("");
     let from = json!({"viewer": viewer, "addr": inc.remote.map(|ip| ip.to_string())});
     let data = body.get("data").cloned().unwrap_or(Value::Null);
-    let ev = shared.events.append(name, data.clone(), from);
+    // The human's answer is acknowledged only once it is in the events log
+    // (fsynced); a failed write uses up no number.
+    let seq = match shared.disk.append_event(name, data.clone(), from) {
+        Ok(seq) => seq,
+        Err(e) => return disk_error(&e, "the event was not stored; send it again"),
+    };
     let mut summary = data.to_string();
     if summary.len() > 500 {
         let cut = (0..=500)
@@ -415,9 +439,10 @@ fn post_event(shared: &Shared, inc: &Incoming) -> Reply {
         &format!("event {name}: {summary}"),
         "page",
     ));
-    // The human's answer is acknowledged only once it is in events.jsonl.
-    shared.disk.sync();
-    Reply::json(200, json!({"ok": true, "seq": ev["seq"]}))
+    // The event is stored; its session log line is a copy, so a failure to
+    // write that line is logged (by the writer) but does not undo the event.
+    let _ = shared.disk.sync();
+    Reply::json(200, json!({"ok": true, "seq": seq}))
 }
 
 /// A closing page's goodbye: `{"viewer","key"}` from its HELLO, sent with
@@ -439,6 +464,19 @@ fn post_bye(shared: &Shared, inc: &Incoming) -> Reply {
     } else {
         reply_error(404, "no such viewer (or wrong key)")
     }
+}
+
+/// About how many bytes of events one `GET /api/events` answer carries; the
+/// cursor says where the next call continues.
+const EVENTS_REPLY_BYTES: usize = 4 << 20;
+
+/// A write that did not reach the disk: 507 when it is full, 500 otherwise,
+/// with what happened to the request.
+fn disk_error(e: &std::io::Error, what: &str) -> Reply {
+    reply_error(
+        super::disk::error_status(e),
+        format!("{what}: cannot write to the project folder ({e})"),
+    )
 }
 
 fn get_events(shared: &Shared, inc: &Incoming) -> Reply {
@@ -467,8 +505,22 @@ fn get_events(shared: &Shared, inc: &Incoming) -> Reply {
                 .collect()
         })
         .unwrap_or_default();
-    match shared.events.read(since, &names, limit, Duration::from_secs(wait)) {
-        Ok(b) => Reply::json(200, json!({"ok": true, "events": b.events, "cursor": b.cursor, "last_seq": b.last_seq})),
+    match shared.events.read(since, &names, limit, EVENTS_REPLY_BYTES, Duration::from_secs(wait)) {
+        // The events are stored JSON text: joined, never re-parsed.
+        Ok(b) => Reply {
+            status: 200,
+            content_type: "application/json",
+            body: Body::Bytes(
+                format!(
+                    r#"{{"ok":true,"events":[{}],"cursor":{},"last_seq":{}}}"#,
+                    b.events.join(","),
+                    b.cursor,
+                    b.last_seq
+                )
+                .into_bytes(),
+            ),
+            then_stop: false,
+        },
         Err(ReadError::AheadOfLog { since, last_seq }) => reply_error(
             400,
             format!("cursor {since} is ahead of the newest event ({last_seq}); call again with since={last_seq}"),
