@@ -22,9 +22,16 @@ pub struct Mcp {
 
 impl Mcp {
     pub fn start(home: &TempHome) -> Mcp {
+        Self::start_env(home, &[])
+    }
+
+    /// Like `start`, with extra environment variables (the servers it
+    /// starts inherit them).
+    pub fn start_env(home: &TempHome, env: &[(&str, &str)]) -> Mcp {
         let mut cmd = Command::new(BIN);
         cmd.arg("mcp")
             .env_clear()
+            .envs(env.iter().copied())
             .env("HOME", &home.path)
             .env("PATH", "/usr/bin:/bin")
             .env("USER", "tester")

@@ -29,8 +29,20 @@ impl Server {
     }
 
     pub fn start_on(home: &TempHome, name: &str, port: u16, extra: &[&str]) -> Server {
+        Self::start_env(home, name, port, extra, &[])
+    }
+
+    /// Like `start_on`, with extra environment variables for the server.
+    pub fn start_env(
+        home: &TempHome,
+        name: &str,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = home
             .cmd()
+            .envs(env.iter().copied())
             .args([
                 "serve",
                 name,
