@@ -103,7 +103,12 @@ fn cost(r: &Record) -> usize {
 impl Events {
     /// `tail` are the newest records on disk, oldest first; `last_seq` the
     /// highest seq on disk (numbering continues after it).
-    pub fn new(log: Arc<EventLog>, tail: Vec<Record>, last_seq: u64, limits: Limits) -> Self {
+    pub fn new(log: Arc<EventLog>, mut tail: Vec<Record>, last_seq: u64, limits: Limits) -> Self {
+        // Files written by versions that restarted numbering can repeat a
+        // seq; memory must be in strict seq order (the first copy wins, as
+        // on disk reads).
+        tail.sort_by_key(|r| r.seq);
+        tail.dedup_by_key(|r| r.seq);
         let budget = log.quota().memory_bytes;
         let mut inner = Inner {
             ring: VecDeque::new(),
