@@ -250,3 +250,66 @@ fn snapshot_without_a_viewer_says_so() {
     assert!(r["message"].as_str().unwrap().contains("no browser"));
     m.ok("workbench_stop", json!({"project": "s"}));
 }
+
+#[test]
+fn all_viewers_together_are_rate_limited_too() {
+    let _w = watchdog(Duration::from_secs(60));
+    let home = TempHome::new("ev-total");
+    // Each client may send plenty; all together only the overall bucket
+    // (burst 100 at 1/s): the shared limit is what refuses here.
+    let srv = Server::start(
+        &home,
+        "total",
+        &["--events-client-rate", "1000", "--events-rate", "1"],
+    );
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..200 {
+        let (s, r) = post_event(&srv, format!(r#"{{"name":"t","data":{i}}}"#).as_bytes());
+        match s {
+            200 => accepted += 1,
+            429 => {
+                refused += 1;
+                assert!(
+                    r["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("all viewers together"),
+                    "{r}"
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(refused > 0, "the overall limit must refuse some");
+    assert!(
+        (100..=110).contains(&accepted),
+        "the burst is taken: {accepted}"
+    );
+    let (_, all) = srv.get_auth("/api/events?since=0&limit=1000");
+    assert_eq!(all["events"].as_array().unwrap().len(), accepted);
+    // Bad values for the options are usage errors, not a running server.
+    for bad in [
+        ["--events-rate", "0"],
+        ["--events-max-bytes", "100"],
+        ["--events-segment-bytes", "x"],
+    ] {
+        let o = run(
+            home.cmd().args(["serve", "bad", "--port", "0"]).args(bad),
+            Duration::from_secs(10),
+        );
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+    let o = run(
+        home.cmd()
+            .args(["serve", "bad", "--port", "0"])
+            .env("WORKBENCH_EVENTS_MAX_BYTES", "lots"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("WORKBENCH_EVENTS_MAX_BYTES"),
+        "{}",
+        stderr(&o)
+    );
+}
