@@ -150,6 +150,16 @@ fn still_serves(srv: &Server, what: &str) {
     eprintln!("{what}: RSS {rss} kB");
 }
 
+/// Temp files (`.NAME.PID.tmp`) in a project folder.
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
 fn seqs(events: &[Value]) -> Vec<u64> {
     events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
 }
@@ -409,12 +419,11 @@ fn a_failing_write_is_never_acknowledged() {
         serde_json::from_str(&std::fs::read_to_string(srv.dir.join("state.json")).unwrap())
             .unwrap();
     assert_eq!(state["template"], "<p>saved</p>");
-    let temps: Vec<_> = std::fs::read_dir(&srv.dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    assert_eq!(
+        temp_files(&srv.dir),
+        Vec::<String>::new(),
+        "temp files left"
+    );
     still_serves(&srv, "failed writes");
 }
 
@@ -506,12 +515,11 @@ fn a_full_disk_gets_507_and_nothing_acknowledged_is_missing() {
     for m in &acked_logs {
         assert!(on_disk.contains(m), "acknowledged log entry missing");
     }
-    let temps = std::fs::read_dir(&srv.dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .count();
-    assert_eq!(temps, 0, "no temp file is left on the full disk");
+    assert_eq!(
+        temp_files(&srv.dir),
+        Vec::<String>::new(),
+        "no temp file is left on the full disk"
+    );
     still_serves(&srv, "a full disk");
     drop(srv);
     drop(tmp_home);

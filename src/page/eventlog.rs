@@ -561,11 +561,17 @@ impl Writer {
     fn write_chunk(&mut self, id: u64, buf: &[u8]) -> io::Result<()> {
         util::injected_write_failure()?;
         if self.file.as_ref().is_none_or(|(fid, _)| *fid != id) {
+            let path = segment_path(&self.log.dir, id);
+            let new = !path.exists();
             let f = OpenOptions::new()
                 .append(true)
                 .create(true)
                 .mode(0o600)
-                .open(segment_path(&self.log.dir, id))?;
+                .open(&path)?;
+            if new {
+                // The new file's name must survive a power cut too.
+                File::open(&self.log.dir)?.sync_all()?;
+            }
             self.file = Some((id, f));
         }
         let (_, f) = self.file.as_mut().expect("opened above");
