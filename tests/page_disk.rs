@@ -620,3 +620,28 @@ fn mcp_servers_take_the_quota_from_the_environment_and_pass_lost_markers() {
     assert_eq!(s, 400);
     m.ok("workbench_stop", json!({"project": "mq"}));
 }
+
+/// The AI hears about a write that did not reach the disk: the tool call
+/// is an error it can act on, not a success.
+#[test]
+fn mcp_tools_report_a_failed_write_as_an_error() {
+    let _w = watchdog(Duration::from_secs(60));
+    let home = TempHome::new("disk-mcp-fail");
+    let flag = home.path.join("fail-writes");
+    let flag_s = flag.to_string_lossy().into_owned();
+    let mut m = Mcp::start_env(&home, &[("WORKBENCH_TEST_FAIL_WRITES", &flag_s)]);
+    m.initialize();
+    m.ok("workbench_scaffold", json!({"name": "mf"}));
+    std::fs::write(&flag, "28").unwrap();
+    let (err, msg) = m.call("workbench_log", json!({"project": "mf", "message": "x"}));
+    assert!(err, "{msg}");
+    assert!(msg.as_str().unwrap().contains("HTTP 507"), "{msg}");
+    let (err, msg) = m.call(
+        "workbench_state",
+        json!({"project": "mf", "template": "<p>x</p>"}),
+    );
+    assert!(err && msg.as_str().unwrap().contains("not saved"), "{msg}");
+    std::fs::remove_file(&flag).unwrap();
+    m.ok("workbench_log", json!({"project": "mf", "message": "y"}));
+    m.ok("workbench_stop", json!({"project": "mf"}));
+}
