@@ -24,6 +24,10 @@ use crate::util::{self, Lines};
 /// Longest record line read back; longer lines are skipped as invalid (an
 /// event body is at most 64 KiB, so its record is far smaller than this).
 pub const MAX_LINE: usize = 1 << 20;
+/// About how many bytes apart the sparse index notes a (seq, offset) pair,
+/// so a read from an old cursor seeks near it instead of scanning its whole
+/// segment: 64 entries for a 4 MiB segment.
+const INDEX_EVERY: u64 = 64 << 10;
 
 /// How much the events log may hold, on disk and in memory.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +104,52 @@ struct Segment {
     /// The first readable seq in it; 0 while it holds none.
     first_seq: u64,
     bytes: u64,
+    /// Sparse index: (seq, byte offset of the line that holds it), in
+    /// order. Noted by the writer as it appends, and by scans of segments
+    /// written before this start.
+    index: Vec<(u64, u64)>,
+    /// The writer notes its next record at or after this offset.
+    next_index_at: u64,
+}
+
+impl Segment {
+    fn new(id: u64, first_seq: u64, bytes: u64) -> Segment {
+        Segment {
+            id,
+            first_seq,
+            bytes,
+            index: Vec::new(),
+            next_index_at: bytes,
+        }
+    }
+
+    /// Where to start reading for numbers after `after`: the last indexed
+    /// line at or before `after + 1` (seqs only grow within a segment).
+    fn seek_for(&self, after: u64) -> u64 {
+        let i = self.index.partition_point(|&(seq, _)| seq <= after + 1);
+        if i == 0 {
+            0
+        } else {
+            self.index[i - 1].1
+        }
+    }
+
+    /// Adds what a scan noted, where the index has nothing within half a
+    /// spacing, so scans from many cursors cannot grow it past ~2 entries
+    /// per `INDEX_EVERY`.
+    fn merge_index(&mut self, found: &[(u64, u64)]) {
+        for &(seq, off) in found {
+            let i = self.index.partition_point(|&(_, o)| o < off);
+            let near = |j: usize| {
+                self.index
+                    .get(j)
+                    .is_some_and(|&(_, o)| o.abs_diff(off) < INDEX_EVERY / 2)
+            };
+            if !(near(i) || i > 0 && near(i - 1)) {
+                self.index.insert(i, (seq, off));
+            }
+        }
+    }
 }
 
 /// Collects a read's answer: event lines, and `lost` markers for every
@@ -205,11 +255,8 @@ impl EventLog {
             .iter()
             .map(|&id| {
                 let path = segment_path(dir, id);
-                Segment {
-                    id,
-                    first_seq: first_seq(&path),
-                    bytes: fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-                }
+                let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                Segment::new(id, first_seq(&path), bytes)
             })
             .collect();
         let log = EventLog {
@@ -288,11 +335,7 @@ impl EventLog {
             "events_oversized_segment",
             json!({"segment": seg.id, "bytes": seg.bytes, "kept_bytes": out.len(), "into": id}),
         );
-        Ok(Segment {
-            id,
-            first_seq: first,
-            bytes: out.len() as u64,
-        })
+        Ok(Segment::new(id, first, out.len() as u64))
     }
 
     /// Takes the oldest segments off the table until the total fits the
@@ -377,14 +420,22 @@ impl EventLog {
             .unwrap_or(0);
         let mut pos = after;
         let mut bad = 0usize;
-        'segments: for s in &segs[start..] {
+        let mut noted: Vec<(u64, Vec<(u64, u64)>)> = Vec::new();
+        'segments: for (k, s) in segs[start..].iter().enumerate() {
             // Deleted by the quota since the copy was taken: its numbers
             // become part of the next gap.
-            let Ok(f) = File::open(segment_path(&self.dir, s.id)) else {
+            let Ok(mut f) = File::open(segment_path(&self.dir, s.id)) else {
                 continue;
             };
+            let base = if k == 0 { s.seek_for(after) } else { 0 };
+            if base > 0 && f.seek(SeekFrom::Start(base)).is_err() {
+                continue;
+            }
             let mut lines = Lines::new(BufReader::with_capacity(64 << 10, f), MAX_LINE);
+            noted.push((s.id, Vec::new()));
+            let mut note_at = base;
             loop {
+                let at = base + lines.offset;
                 let line = match lines.next_line() {
                     Ok(Some(l)) => l,
                     Ok(None) => break,
@@ -402,6 +453,12 @@ impl EventLog {
                     }
                     continue;
                 };
+                if at >= note_at && at < s.next_index_at {
+                    if let Some((_, n)) = noted.last_mut() {
+                        n.push((rec.seq, at));
+                    }
+                    note_at = at + INDEX_EVERY;
+                }
                 if rec.seq <= pos {
                     continue;
                 }
@@ -429,6 +486,13 @@ impl EventLog {
                 json!({"lines": bad, "while": "scan"}),
             );
         }
+        let mut t = self.lock();
+        for (id, found) in noted {
+            if let Some(s) = t.iter_mut().find(|s| s.id == id) {
+                s.merge_index(&found);
+            }
+        }
+        drop(t);
         if pos + 1 < before && !out.full() && out.lost(pos + 1, before - 1, reason(before - 1)) {
             pos = before - 1;
         }
@@ -534,7 +598,15 @@ impl Writer {
             {
                 let mut t = self.log.lock();
                 if let Some(s) = t.last_mut().filter(|s| s.id == id) {
-                    s.bytes += buf.len() as u64;
+                    let mut off = s.bytes;
+                    for r in &recs[done..done + n] {
+                        if off >= s.next_index_at {
+                            s.index.push((r.seq, off));
+                            s.next_index_at = off + INDEX_EVERY;
+                        }
+                        off += r.text.len() as u64 + 1;
+                    }
+                    s.bytes = off;
                     if s.first_seq == 0 {
                         s.first_seq = recs[done].seq;
                     }
@@ -549,11 +621,7 @@ impl Writer {
 
     /// Adds segment `id` to the table; its file is created by the next write.
     fn start_segment(&mut self, id: u64) -> u64 {
-        self.log.lock().push(Segment {
-            id,
-            first_seq: 0,
-            bytes: 0,
-        });
+        self.log.lock().push(Segment::new(id, 0, 0));
         self.file = None;
         id
     }
@@ -692,6 +760,63 @@ mod tests {
         w.append(&[rec(7, "c")]).unwrap();
         let again = EventLog::open(&dir, Quota::default()).unwrap();
         assert_eq!(again.last_seq, 7);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_sparse_index_seeks_near_an_old_cursor() {
+        let dir = tmpdir("index");
+        // Written before this start: no index until a scan notes one.
+        let mut text = String::new();
+        for i in 1..=3000 {
+            text.push_str(&rec(i, "a").text);
+            text.push('\n');
+        }
+        fs::write(dir.join("events.jsonl"), &text).unwrap();
+        let quota = Quota {
+            max_bytes: 1 << 30,
+            segment_bytes: 1 << 30,
+            memory_bytes: 1000,
+        };
+        let opened = EventLog::open(&dir, quota).unwrap();
+        let log = &opened.log;
+        assert!(log.lock()[0].index.is_empty());
+        let read = |after: u64| {
+            let mut out = Collect::new(&[], 3, 1 << 20);
+            log.scan(after, 1 << 40, &mut out);
+            out.items
+                .iter()
+                .map(|t| {
+                    serde_json::from_str::<serde_json::Value>(t).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect::<Vec<u64>>()
+        };
+        assert_eq!(read(0), vec![1, 2, 3]);
+        // A scan to the end notes entries; later reads use them and agree.
+        let mut all = Collect::new(&[], 100_000, 1 << 30);
+        log.scan(0, 1 << 40, &mut all);
+        let noted = log.lock()[0].index.clone();
+        assert!(noted.len() > 2, "{noted:?}");
+        for after in [0, 1, 999, 1500, 2997] {
+            assert_eq!(
+                read(after),
+                vec![after + 1, after + 2, after + 3],
+                "{after}"
+            );
+        }
+        let start = log.lock()[0].seek_for(2500);
+        assert!(start > 0 && start < text.len() as u64);
+        // Scanning again does not grow the index.
+        log.scan(0, 1 << 40, &mut Collect::new(&[], 100_000, 1 << 30));
+        assert_eq!(log.lock()[0].index.len(), noted.len());
+        // The writer notes entries for what it appends.
+        let mut w = Writer::new(opened.log.clone());
+        let more: Vec<Record> = (3001..=5000).map(|i| rec(i, "b")).collect();
+        w.append(&more).unwrap();
+        assert!(log.lock()[0].index.len() > noted.len());
+        assert_eq!(read(4500), vec![4501, 4502, 4503]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
