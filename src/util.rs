@@ -335,6 +335,58 @@ mod tests {
     }
 
     #[test]
+    fn lines_cap_their_length_and_return_a_torn_last_line() {
+        let data = b"ab\n0123456789\n\ncd";
+        let mut l = Lines::new(&data[..], 5);
+        assert_eq!(l.next_line().unwrap(), Some(Some(&b"ab"[..])));
+        assert_eq!(l.next_line().unwrap(), Some(None), "over the cap");
+        assert_eq!(l.offset, 14);
+        assert_eq!(l.next_line().unwrap(), Some(Some(&b""[..])));
+        assert_eq!(l.next_line().unwrap(), Some(Some(&b"cd"[..])));
+        assert_eq!(l.next_line().unwrap(), None);
+        let mut l = Lines::new(&b"partial\nwhole\n"[..], 100);
+        l.skip_partial().unwrap();
+        assert_eq!(l.next_line().unwrap(), Some(Some(&b"whole"[..])));
+    }
+
+    #[test]
+    fn tail_jsonl_skips_bad_lines_one_by_one() {
+        let p = std::env::temp_dir().join(format!("wb-util-tail-{}", std::process::id()));
+        let mut f = File::create(&p).unwrap();
+        f.write_all(b"{\"a\":1}\n\xff\xfe\n{\"a\":2}\nnot json\n{\"a\":3}\n{\"a\":")
+            .unwrap();
+        let got = tail_jsonl(&p, 10).unwrap();
+        assert_eq!(got, vec![json!({"a": 1}), json!({"a": 2}), json!({"a": 3})]);
+        assert_eq!(
+            tail_jsonl(&p, 2).unwrap(),
+            vec![json!({"a": 2}), json!({"a": 3})]
+        );
+        fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn a_failed_atomic_write_leaves_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("wb-util-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // The target is a directory: the rename fails after the temp is written.
+        let target = dir.join("sub");
+        fs::create_dir_all(target.join("x")).unwrap();
+        assert!(write_atomic(&target, b"data", 0o600).is_err());
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("sub")]);
+        // A stale temp file of a dead process is removed; another file is not.
+        fs::write(dir.join(".state.json.999999999.tmp"), b"x").unwrap();
+        fs::write(dir.join("keep.tmp"), b"x").unwrap();
+        assert_eq!(remove_stale_temp_files(&dir), 1);
+        assert!(dir.join("keep.tmp").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn constant_time_eq_compares() {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
