@@ -250,7 +250,13 @@ impl EventLog {
             ids.push(0);
         }
         let active = *ids.last().expect("at least one segment");
-        util::seal_torn_line(&segment_path(dir, active))?;
+        // Not fatal: the next append fails and says why, the log still reads.
+        if let Err(e) = util::seal_torn_line(&segment_path(dir, active)) {
+            util::log_event(
+                "disk_error",
+                json!({"segment": active, "error": e.to_string()}),
+            );
+        }
         let mut table: Vec<Segment> = ids
             .iter()
             .map(|&id| {
@@ -270,7 +276,15 @@ impl EventLog {
         if let Some(last) = table.last().cloned() {
             if table.len() == 1 && last.bytes > quota.max_bytes {
                 let keep = quota.segment_bytes.min(quota.max_bytes / 2);
-                table.push(log.copy_tail(&last, keep)?);
+                match log.copy_tail(&last, keep) {
+                    Ok(seg) => table.push(seg),
+                    // Kept whole for now; the quota drops it once newer
+                    // segments exist.
+                    Err(e) => util::log_event(
+                        "disk_error",
+                        json!({"segment": last.id, "error": e.to_string(), "while": "cutting an oversized segment"}),
+                    ),
+                }
             }
         }
         *log.lock() = table;
