@@ -9,6 +9,9 @@
 //! small clients (`httpc`); the binary in `main.rs` only dispatches.
 
 pub mod cli;
+/// This build's version, as `/health`, `.server.json`, MCP's `serverInfo`
+/// and `workbench --version` report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod control;
 pub mod httpc;
 pub mod mcp;

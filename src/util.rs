@@ -317,9 +317,35 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
+/// Cuts `s` to at most `max` bytes without splitting a character; true
+/// when something was cut.
+pub fn truncate_utf8(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let cut = (0..=max)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0);
+    s.truncate(cut);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_utf8_never_splits_a_character() {
+        let mut s = "aé€".to_string(); // 1 + 2 + 3 bytes
+        assert!(!truncate_utf8(&mut s, 6));
+        assert!(truncate_utf8(&mut s, 5));
+        assert_eq!(s, "aé");
+        assert!(truncate_utf8(&mut s, 2));
+        assert_eq!(s, "a");
+        assert!(truncate_utf8(&mut s, 0));
+        assert_eq!(s, "");
+    }
 
     #[test]
     fn rfc3339_has_millis_and_utc() {

@@ -18,8 +18,19 @@ fn handshake_answers_every_request_and_ignores_notifications() {
     let r = m.next_line(Duration::from_secs(5));
     assert_eq!(r["id"], "probe");
     assert_eq!(r["error"]["code"], -32601);
-    let r = m.request("tools/list", Value::Null);
-    assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9);
+    // Before initialize only ping is served (MCP lifecycle): the others get
+    // Invalid Request with a message saying what to do, and the loop goes on.
+    for method in ["tools/list", "tools/call"] {
+        let r = m.request(method, json!({"name": "workbench_list", "arguments": {}}));
+        assert_eq!(r["error"]["code"], -32600, "{r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("not initialized") && msg.contains("initialize"),
+            "{msg}"
+        );
+    }
+    let r = m.request("ping", Value::Null);
+    assert_eq!(r["result"], json!({}));
 
     // id 0, unknown fields, and the notification + next request in one write.
     m.send_raw(concat!(
@@ -56,6 +67,43 @@ fn handshake_answers_every_request_and_ignores_notifications() {
     }
     let r = m.request("initialize", Value::Null);
     assert_eq!(r["result"]["protocolVersion"], "2025-11-25");
+    // Initialized now: tools/list answers.
+    let r = m.request("tools/list", Value::Null);
+    assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9);
+
+    // Any id comes back exactly as sent, as raw text on the wire: a 30-digit
+    // integer stays that integer (not 1.2345678901234568e29), in answers and
+    // in errors alike.
+    for id in [
+        "123456789012345678901234567890",
+        "-98765432109876543210987654321",
+        "1.50",
+        r#""\u00e9t\u00e9""#,
+    ] {
+        m.send_raw(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+        m.send_raw("\n");
+        let line = m.next_raw_line(Duration::from_secs(5));
+        assert_eq!(
+            line,
+            format!(r#"{{"id":{id},"jsonrpc":"2.0","result":{{}}}}"#)
+        );
+        m.send_raw(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"nope/nope"}}"#
+        ));
+        m.send_raw("\n");
+        let line = m.next_raw_line(Duration::from_secs(5));
+        assert!(line.contains(&format!(r#""id":{id},"#)), "{line}");
+        assert!(line.contains("-32601"), "{line}");
+        m.send_raw(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"workbench_list","arguments":{{}}}}}}"#
+        ));
+        m.send_raw("\n");
+        let line = m.next_raw_line(Duration::from_secs(30));
+        assert!(
+            line.starts_with(&format!(r#"{{"id":{id},"jsonrpc":"2.0","result":"#)),
+            "{line}"
+        );
+    }
     assert_eq!(
         m.close_stdin_and_wait(),
         Some(0),

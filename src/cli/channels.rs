@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
+use super::print_json;
 use super::{finish, positional, CliResult};
-use crate::relay::client::{print_json, Client};
+use crate::relay::client::Client;
 
 pub const USAGE: &str = "\
 usage: workbench channels <server> [--name NAME] [--identity F]

@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
+use super::print_json;
 use super::{finish, positional, CliError, CliResult};
-use crate::relay::client::{open, print_json};
+use crate::relay::client::open;
 
 pub const USAGE: &str = "\
 usage: workbench create <server> <channel> [--private] [--name NAME] [--identity F]

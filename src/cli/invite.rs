@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
+use super::print_json;
 use super::{finish, positional, usage_error, CliResult};
-use crate::relay::client::{open, print_json};
+use crate::relay::client::open;
 use crate::relay::protocol::AgentId;
 
 pub const USAGE: &str = "\

@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
+use super::print_json;
 use super::{arg_error, usage_error, CliResult};
-use crate::relay::client::{open, print_json};
+use crate::relay::client::open;
 use crate::relay::protocol::ChannelName;
 
 pub const USAGE: &str = "\

@@ -39,6 +39,25 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+impl From<crate::relay::client::ClientError> for CliError {
+    fn from(e: crate::relay::client::ClientError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+/// Prints one JSON value as a line and flushes, so a pipe reader sees each
+/// message as it arrives. `Ok(false)`: stdout was closed, which callers
+/// treat as a clean exit.
+pub fn print_json(v: &serde_json::Value) -> std::io::Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{v}").and_then(|_| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub type CliResult = Result<(), CliError>;
 
 struct Command {
@@ -177,7 +196,7 @@ const COMMANDS: &[Command] = &[
     },
 ];
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::VERSION;
 
 fn overview() -> String {
     let mut s = format!(

@@ -2,8 +2,9 @@
 
 use serde_json::json;
 
+use super::print_json;
 use super::{finish, positional, usage_error, CliError, CliResult};
-use crate::relay::client::{self, open, print_json};
+use crate::relay::client::{self, open};
 use crate::relay::protocol::{AgentId, ChannelName};
 
 pub const USAGE: &str = "\

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use serde_json::{json, Value};
 
-use jsonrpc::{Incoming, RpcError};
+use jsonrpc::{Id, Message, RpcError};
 
 /// Protocol versions we speak, newest first.
 pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -112,11 +112,12 @@ pub fn run() -> Result<(), String> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut buf = Vec::new();
+    let mut session = Session::default();
     loop {
         match read_line(&mut input, &mut buf) {
             Ok(None) => break,
             Ok(Some(Err(n))) => out.send(jsonrpc::failure(
-                &Value::Null,
+                &Id::null(),
                 &RpcError::InvalidRequest(format!(
                     "message of {n} bytes is over the {MAX_LINE}-byte limit"
                 )),
@@ -125,7 +126,7 @@ pub fn run() -> Result<(), String> {
                 let line = String::from_utf8_lossy(&buf);
                 let line = line.trim();
                 if !line.is_empty() {
-                    handle_line(line, &out);
+                    session.handle_line(line, &out);
                 }
             }
             Err(e) => {
@@ -142,29 +143,47 @@ pub fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn handle_line(line: &str, out: &Outbox) {
-    match jsonrpc::parse(line) {
-        Err((id, err)) => out.send(jsonrpc::failure(&id, &err)),
-        Ok(Incoming::Notification { .. }) | Ok(Incoming::Response) => {}
-        Ok(Incoming::Request { id, method, params }) => match method.as_str() {
-            "tools/call" => tools::spawn_call(id, params, out.clone()),
-            _ => {
-                let reply = match handle_request(&method, &params) {
-                    Ok(result) => jsonrpc::success(&id, result),
-                    Err(e) => jsonrpc::failure(&id, &e),
-                };
-                out.send(reply);
-            }
-        },
-    }
+/// What the reader loop knows about the client.
+#[derive(Default)]
+struct Session {
+    /// `initialize` has been answered. Until then only `ping` is served: "the
+    /// client SHOULD NOT send requests other than pings before the server has
+    /// responded to the initialize request" (MCP 2025-11-25, Lifecycle).
+    initialized: bool,
 }
 
-fn handle_request(method: &str, params: &Value) -> Result<Value, RpcError> {
-    match method {
-        "initialize" => Ok(initialize(params)),
-        "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({"tools": tools::list()})),
-        other => Err(RpcError::MethodNotFound(other.to_string())),
+impl Session {
+    fn handle_line(&mut self, line: &str, out: &Outbox) {
+        match jsonrpc::parse(line) {
+            Err((id, err)) => out.send(jsonrpc::failure(&id, &err)),
+            Ok(Message::Notification { .. }) | Ok(Message::Response) => {}
+            Ok(Message::Request { id, method, params }) => {
+                let gated = matches!(method.as_str(), "tools/list" | "tools/call");
+                if gated && !self.initialized {
+                    // The spec gives no code for this; the request is not
+                    // valid in this state, which is JSON-RPC's Invalid Request.
+                    // Unknown methods still get -32601 below, which is what
+                    // newer clients probing (e.g. `server/discover`) expect.
+                    let err = RpcError::InvalidRequest(format!(
+                        "the server is not initialized: send \"initialize\" before \"{method}\""
+                    ));
+                    return out.send(jsonrpc::failure(&id, &err));
+                }
+                match method.as_str() {
+                    "tools/call" => tools::spawn_call(id, params, out.clone()),
+                    "tools/list" => out.send(jsonrpc::success_raw(&id, tools::list_result_json())),
+                    "initialize" => {
+                        self.initialized = true;
+                        out.send(jsonrpc::success(&id, &initialize(&params)));
+                    }
+                    "ping" => out.send(jsonrpc::success_raw(&id, "{}")),
+                    other => out.send(jsonrpc::failure(
+                        &id,
+                        &RpcError::MethodNotFound(other.to_string()),
+                    )),
+                }
+            }
+        }
     }
 }
 
@@ -182,7 +201,7 @@ fn initialize(params: &Value) -> Value {
     json!({
         "protocolVersion": version,
         "capabilities": {"tools": {"listChanged": false}},
-        "serverInfo": {"name": "workbench", "title": "Workbench", "version": crate::cli::VERSION},
+        "serverInfo": {"name": "workbench", "title": "Workbench", "version": crate::VERSION},
         "instructions": INSTRUCTIONS,
     })
 }

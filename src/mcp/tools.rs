@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::jsonrpc::{self, RpcError};
+use super::jsonrpc::{self, Id, RpcError};
 use super::Outbox;
 use crate::control;
 use crate::project::{self, Project, ProjectName};
@@ -27,114 +27,180 @@ fn out_schema(props: Value) -> Value {
     json!({"type": "object", "properties": props})
 }
 
-/// Every tool, as `tools/list` returns it.
-pub fn list() -> Value {
-    let project = json!({"type": "string", "description": "Project name given to workbench_scaffold (letters, digits, '_' and '-')."});
+fn project_prop() -> Value {
+    json!({"type": "string", "description": "Project name given to workbench_scaffold (letters, digits, '_' and '-')."})
+}
+
+fn event_schema() -> Value {
     // A `lost` marker ({"type":"lost","name":"lost","seq","from_seq","to_seq",
     // "count","reason"}) stands for numbers that can no longer be read
     // (see docs/events.md); it is passed through like any event.
-    let event = json!({"type": "object", "properties": {
+    json!({"type": "object", "properties": {
         "seq": {"type": "integer"}, "ts": {"type": "string"}, "name": {"type": "string"},
         "data": {}, "from": {"type": "object"}, "type": {"type": "string", "enum": ["lost"]},
         "from_seq": {"type": "integer"}, "to_seq": {"type": "integer"}, "count": {"type": "integer"},
-        "reason": {"type": "string"}}});
-    json!([
-        {
-            "name": "workbench_scaffold",
-            "title": "Create or reopen a live page",
-            "description": "Create a project (a live web page on the LAN) if it does not exist, and make sure its server is running. Reuses a running server. Returns the URL to give the human; call this once before the other tools.",
-            "inputSchema": obj(json!({
-                "name": {"type": "string", "description": "Project name: 1-64 letters, digits, '_' or '-', starting with a letter or digit. Example: psu-bringup."},
-                "title": {"type": "string", "description": "Page title shown at the top (new projects only)."},
-                "description": {"type": "string", "description": "One line under the title (new projects only)."}
-            }), &["name"]),
-            "outputSchema": out_schema(json!({
-                "path": {"type": "string"}, "url": {"type": "string"}, "port": {"type": "integer"}, "reused": {"type": "boolean"}
-            })),
+        "reason": {"type": "string"}}})
+}
+
+/// What a tool's function gets besides its arguments.
+pub struct Ctx {
+    /// The tool's name, for messages.
+    pub tool: &'static str,
+    /// The client's progress token and the outbox to send progress on.
+    pub progress: Option<(Value, Outbox)>,
+}
+
+/// One tool: what `tools/list` shows, and the function that runs it. This
+/// table is the only list of tools: `tools/list`, the name check and the
+/// dispatch of `tools/call` all read it. To add a tool, add an entry.
+pub struct Tool {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    /// JSON Schemas, built once for `tools/list` (`json!` is not const).
+    pub input_schema: fn() -> Value,
+    pub output_schema: fn() -> Value,
+    /// Runs on its own thread; gets the raw `arguments` (null when absent).
+    pub run: fn(Value, &Ctx) -> ToolResult,
+}
+
+pub static TOOLS: &[Tool] = &[
+    Tool {
+        name: "workbench_scaffold",
+        title: "Create or reopen a live page",
+        description: "Create a project (a live web page on the LAN) if it does not exist, and make sure its server is running. Reuses a running server. Returns the URL to give the human; call this once before the other tools.",
+        input_schema: || obj(json!({
+            "name": {"type": "string", "description": "Project name: 1-64 letters, digits, '_' or '-', starting with a letter or digit. Example: psu-bringup."},
+            "title": {"type": "string", "description": "Page title shown at the top (new projects only)."},
+            "description": {"type": "string", "description": "One line under the title (new projects only)."}
+        }), &["name"]),
+        output_schema: || out_schema(json!({
+            "path": {"type": "string"}, "url": {"type": "string"}, "port": {"type": "integer"}, "reused": {"type": "boolean"}
+        })),
+        run: |a, c| scaffold(args(c.tool, a)?),
+    },
+    Tool {
+        name: "workbench_state",
+        title: "Push content to the page",
+        description: "Push HTML/CSS/JS to every open browser at once. `template` replaces the page body, `styles` replaces the page's dynamic stylesheet, `script` runs once in the page (register handlers with workbench.on('data', fn)), `data` is any JSON handed to those handlers without re-rendering (use it for live readings, 10+ times a second is fine). Send only the fields that change; null clears a field. Inside the page: <form data-workbench=\"name\"> and data-workbench-click=\"name\" send answers you read with workbench_wait.",
+        input_schema: || obj(json!({
+            "project": project_prop(),
+            "template": {"type": ["string", "null"], "description": "HTML for the content area."},
+            "styles": {"type": ["string", "null"], "description": "CSS for the page."},
+            "script": {"type": ["string", "null"], "description": "JavaScript run once per push."},
+            "data": {"description": "Any JSON value passed to workbench.on('data') handlers."}
+        }), &["project"]),
+        output_schema: || out_schema(json!({"viewers": {"type": "integer"}, "bytes": {"type": "integer"}, "seq": {"type": "integer"}})),
+        run: |a, c| state(c.tool, a),
+    },
+    Tool {
+        name: "workbench_log",
+        title: "Add a line to the session log",
+        description: "Append a line to the session log shown under the page and saved in session.md / session.jsonl. Rendered as plain text.",
+        input_schema: || obj(json!({
+            "project": project_prop(),
+            "message": {"type": "string", "description": "The text to log."},
+            "level": {"type": "string", "enum": ["info", "success", "warn", "error"], "description": "Default info."}
+        }), &["project", "message"]),
+        output_schema: || out_schema(json!({"ts": {"type": "string"}})),
+        run: |a, c| log(args(c.tool, a)?),
+    },
+    Tool {
+        name: "workbench_read_log",
+        title: "Read the session log",
+        description: "The most recent session log entries (yours, and the human's events), oldest first.",
+        input_schema: || obj(json!({
+            "project": project_prop(),
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "How many entries (default 50, max 1000)."}
+        }), &["project"]),
+        output_schema: || out_schema(json!({"entries": {"type": "array"}, "count": {"type": "integer"}, "truncated": {"type": "boolean"}})),
+        run: |a, c| read_log(args(c.tool, a)?),
+    },
+    Tool {
+        name: "workbench_list",
+        title: "List projects",
+        description: "Every project on this machine with its URL and whether its server is running (servers survive restarts of your CLI).",
+        input_schema: || obj(json!({}), &[]),
+        output_schema: || out_schema(json!({"projects": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "title": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
+            "running": {"type": "boolean"}, "pid": {"type": ["integer", "null"]}, "port": {"type": ["integer", "null"]},
+            "viewers": {"type": "integer"}, "started": {"type": ["string", "null"]}}}}})),
+        run: |a, c| {
+            let _: Empty = args(c.tool, a)?;
+            Ok(json!({"projects": project::all_projects().iter().map(control::describe).collect::<Vec<_>>()}))
         },
-        {
-            "name": "workbench_state",
-            "title": "Push content to the page",
-            "description": "Push HTML/CSS/JS to every open browser at once. `template` replaces the page body, `styles` replaces the page's dynamic stylesheet, `script` runs once in the page (register handlers with workbench.on('data', fn)), `data` is any JSON handed to those handlers without re-rendering (use it for live readings, 10+ times a second is fine). Send only the fields that change; null clears a field. Inside the page: <form data-workbench=\"name\"> and data-workbench-click=\"name\" send answers you read with workbench_wait.",
-            "inputSchema": obj(json!({
-                "project": project,
-                "template": {"type": ["string", "null"], "description": "HTML for the content area."},
-                "styles": {"type": ["string", "null"], "description": "CSS for the page."},
-                "script": {"type": ["string", "null"], "description": "JavaScript run once per push."},
-                "data": {"description": "Any JSON value passed to workbench.on('data') handlers."}
-            }), &["project"]),
-            "outputSchema": out_schema(json!({"viewers": {"type": "integer"}, "bytes": {"type": "integer"}, "seq": {"type": "integer"}})),
-        },
-        {
-            "name": "workbench_log",
-            "title": "Add a line to the session log",
-            "description": "Append a line to the session log shown under the page and saved in session.md / session.jsonl. Rendered as plain text.",
-            "inputSchema": obj(json!({
-                "project": project,
-                "message": {"type": "string", "description": "The text to log."},
-                "level": {"type": "string", "enum": ["info", "success", "warn", "error"], "description": "Default info."}
-            }), &["project", "message"]),
-            "outputSchema": out_schema(json!({"ts": {"type": "string"}})),
-        },
-        {
-            "name": "workbench_read_log",
-            "title": "Read the session log",
-            "description": "The most recent session log entries (yours, and the human's events), oldest first.",
-            "inputSchema": obj(json!({
-                "project": project,
-                "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "How many entries (default 50, max 1000)."}
-            }), &["project"]),
-            "outputSchema": out_schema(json!({"entries": {"type": "array"}, "count": {"type": "integer"}, "truncated": {"type": "boolean"}})),
-        },
-        {
-            "name": "workbench_list",
-            "title": "List projects",
-            "description": "Every project on this machine with its URL and whether its server is running (servers survive restarts of your CLI).",
-            "inputSchema": obj(json!({}), &[]),
-            "outputSchema": out_schema(json!({"projects": {"type": "array", "items": {"type": "object", "properties": {
-                "name": {"type": "string"}, "title": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
-                "running": {"type": "boolean"}, "pid": {"type": ["integer", "null"]}, "port": {"type": ["integer", "null"]},
-                "viewers": {"type": "integer"}, "started": {"type": ["string", "null"]}}}}})),
-        },
-        {
-            "name": "workbench_stop",
-            "title": "Stop a project's server",
-            "description": "Stop the project's page server and record the session end. The files stay; workbench_scaffold starts it again.",
-            "inputSchema": obj(json!({"project": project}), &["project"]),
-            "outputSchema": out_schema(json!({"stopped": {"type": "boolean"}, "was_running": {"type": "boolean"}})),
-        },
-        {
-            "name": "workbench_wait",
-            "title": "Wait for the human's answer",
-            "description": "Return the human's events (form submits, data-workbench-click buttons, typed messages, workbench.send calls) after cursor `since`, or block until one arrives. On timeout returns status 'pending' with the same cursor: just call again. Always pass the cursor from the previous result; nothing sent meanwhile is lost. If the page's events outgrew the disk quota, an item with type 'lost' says which numbers (from_seq..to_seq, count) can no longer be read.",
-            "inputSchema": obj(json!({
-                "project": project,
-                "since": {"type": "integer", "minimum": 0, "description": "Cursor from the previous workbench_wait/workbench_events result (0 = from the beginning)."},
-                "names": {"type": "array", "items": {"type": "string"}, "description": "Only these event names, e.g. [\"reading\"]."},
-                "timeout_seconds": {"type": "number", "description": "How long to block, clamped to 1-50 (default 25)."}
-            }), &["project"]),
-            "outputSchema": out_schema(json!({"status": {"type": "string", "enum": ["events", "pending"]}, "events": {"type": "array", "items": event}, "cursor": {"type": "integer"}})),
-        },
-        {
-            "name": "workbench_events",
-            "title": "Read the human's events",
-            "description": "Like workbench_wait but never blocks: the events after cursor `since`.",
-            "inputSchema": obj(json!({
-                "project": project,
-                "since": {"type": "integer", "minimum": 0, "description": "Cursor (0 = from the beginning)."},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "At most this many (default 100)."}
-            }), &["project"]),
-            "outputSchema": out_schema(json!({"events": {"type": "array", "items": event}, "cursor": {"type": "integer"}})),
-        },
-        {
-            "name": "workbench_snapshot",
-            "title": "See what the human sees",
-            "description": "Ask a connected browser for the page as rendered now: the content's HTML, its visible text, and current form values. Says so when no browser is connected.",
-            "inputSchema": obj(json!({"project": project}), &["project"]),
-            "outputSchema": out_schema(json!({"connected": {"type": "boolean"}, "viewer": {"type": ["string", "null"]},
-                "html": {"type": "string"}, "text": {"type": "string"}, "forms": {"type": "array"}, "message": {"type": "string"}})),
-        },
-    ])
+    },
+    Tool {
+        name: "workbench_stop",
+        title: "Stop a project's server",
+        description: "Stop the project's page server and record the session end. The files stay; workbench_scaffold starts it again.",
+        input_schema: || obj(json!({"project": project_prop()}), &["project"]),
+        output_schema: || out_schema(json!({"stopped": {"type": "boolean"}, "was_running": {"type": "boolean"}})),
+        run: |a, c| stop(args(c.tool, a)?),
+    },
+    Tool {
+        name: "workbench_wait",
+        title: "Wait for the human's answer",
+        description: "Return the human's events (form submits, data-workbench-click buttons, typed messages, workbench.send calls) after cursor `since`, or block until one arrives. On timeout returns status 'pending' with the same cursor: just call again. Always pass the cursor from the previous result; nothing sent meanwhile is lost. If the page's events outgrew the disk quota, an item with type 'lost' says which numbers (from_seq..to_seq, count) can no longer be read.",
+        input_schema: || obj(json!({
+            "project": project_prop(),
+            "since": {"type": "integer", "minimum": 0, "description": "Cursor from the previous workbench_wait/workbench_events result (0 = from the beginning)."},
+            "names": {"type": "array", "items": {"type": "string"}, "description": "Only these event names, e.g. [\"reading\"]."},
+            "timeout_seconds": {"type": "number", "description": "How long to block, clamped to 1-50 (default 25)."}
+        }), &["project"]),
+        output_schema: || out_schema(json!({"status": {"type": "string", "enum": ["events", "pending"]}, "events": {"type": "array", "items": event_schema()}, "cursor": {"type": "integer"}})),
+        run: |a, c| wait(args(c.tool, a)?, c.progress.as_ref()),
+    },
+    Tool {
+        name: "workbench_events",
+        title: "Read the human's events",
+        description: "Like workbench_wait but never blocks: the events after cursor `since`.",
+        input_schema: || obj(json!({
+            "project": project_prop(),
+            "since": {"type": "integer", "minimum": 0, "description": "Cursor (0 = from the beginning)."},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "At most this many (default 100)."}
+        }), &["project"]),
+        output_schema: || out_schema(json!({"events": {"type": "array", "items": event_schema()}, "cursor": {"type": "integer"}})),
+        run: |a, c| events(args(c.tool, a)?),
+    },
+    Tool {
+        name: "workbench_snapshot",
+        title: "See what the human sees",
+        description: "Ask a connected browser for the page as rendered now: the content's HTML, its visible text, and current form values. Says so when no browser is connected.",
+        input_schema: || obj(json!({"project": project_prop()}), &["project"]),
+        output_schema: || out_schema(json!({"connected": {"type": "boolean"}, "viewer": {"type": ["string", "null"]},
+            "html": {"type": "string"}, "text": {"type": "string"}, "forms": {"type": "array"}, "message": {"type": "string"}})),
+        run: |a, c| snapshot(args(c.tool, a)?),
+    },
+];
+
+/// The tool called `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static Tool> {
+    TOOLS.iter().find(|t| t.name == name)
+}
+
+/// Every tool, as `tools/list` returns it.
+pub fn list() -> Value {
+    Value::Array(
+        TOOLS
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "title": t.title,
+                    "description": t.description,
+                    "inputSchema": (t.input_schema)(),
+                    "outputSchema": (t.output_schema)(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The `tools/list` result as JSON text, built once per process.
+pub fn list_result_json() -> &'static str {
+    static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| json!({"tools": list()}).to_string())
 }
 
 /// A tool's outcome: a JSON result, or a message the AI can act on.
@@ -150,7 +216,7 @@ struct CallParams {
 }
 
 /// Runs a `tools/call` on its own thread and sends the answer to the writer.
-pub fn spawn_call(id: Value, params: Value, out: Outbox) {
+pub fn spawn_call(id: Id, params: Value, out: Outbox) {
     let call: CallParams = match serde_json::from_value(params) {
         Ok(c) => c,
         Err(e) => {
@@ -158,51 +224,59 @@ pub fn spawn_call(id: Value, params: Value, out: Outbox) {
             return out.send(jsonrpc::failure(&id, &err));
         }
     };
-
-    let known = list()
-        .as_array()
-        .is_some_and(|tools| tools.iter().any(|t| t["name"] == call.name.as_str()));
-    if !known {
+    let Some(tool) = find(&call.name) else {
         let err = RpcError::InvalidParams(format!(
             "unknown tool '{}'; tools/list has the available tools",
             call.name
         ));
         return out.send(jsonrpc::failure(&id, &err));
-    }
+    };
     let thread_out = out.clone();
     let spawned = std::thread::Builder::new()
-        .name(format!("tool-{}", call.name))
+        .name(format!("tool-{}", tool.name))
         .spawn(move || {
             let progress = call
                 .meta
                 .as_ref()
                 .and_then(|m| m.get("progressToken"))
                 .cloned();
-            let args = call.arguments.unwrap_or_else(|| json!({}));
-            let result = dispatch(&call.name, args, progress.map(|t| (t, thread_out.clone())));
-            thread_out.send(jsonrpc::success(&id, to_call_result(result)));
+            let ctx = Ctx {
+                tool: tool.name,
+                progress: progress.map(|t| (t, thread_out.clone())),
+            };
+            let result = (tool.run)(call.arguments.unwrap_or(Value::Null), &ctx);
+            thread_out.send(jsonrpc::success_raw(&id, &call_result_json(result)));
         });
     if let Err(e) = spawned {
         out.send(jsonrpc::failure(
-            &Value::Null,
+            &Id::null(),
             &RpcError::Internal(format!("cannot start tool thread: {e}")),
         ));
     }
 }
 
-fn to_call_result(result: ToolResult) -> Value {
+/// The `tools/call` result as JSON text: the value is serialised once and
+/// that text is used twice, as `structuredContent` and (escaped) as the text item.
+fn call_result_json(result: ToolResult) -> String {
     match result {
         Ok(v) => {
-            json!({"content": [{"type": "text", "text": v.to_string()}], "structuredContent": v, "isError": false})
+            let text = v.to_string();
+            let item = json!([{"type": "text", "text": text}]);
+            format!(r#"{{"content":{item},"isError":false,"structuredContent":{text}}}"#)
         }
-        Err(msg) => json!({"content": [{"type": "text", "text": msg}], "isError": true}),
+        Err(msg) => {
+            json!({"content": [{"type": "text", "text": msg}], "isError": true}).to_string()
+        }
     }
 }
 
 fn args<T: DeserializeOwned>(tool: &str, v: Value) -> Result<T, String> {
     let v = if v.is_null() { json!({}) } else { v };
-    serde_json::from_value(v)
-        .map_err(|e| format!("bad arguments for {tool}: {e}; see its inputSchema in tools/list"))
+    serde_json::from_value(v).map_err(|e| bad_args(tool, e))
+}
+
+fn bad_args(tool: &str, e: impl std::fmt::Display) -> String {
+    format!("bad arguments for {tool}: {e}; see its inputSchema in tools/list")
 }
 
 fn project(name: &str) -> Result<Project, String> {
@@ -217,26 +291,6 @@ fn existing(name: &str) -> Result<Project, String> {
         ));
     }
     Ok(p)
-}
-
-fn dispatch(tool: &str, a: Value, progress: Option<(Value, Outbox)>) -> ToolResult {
-    match tool {
-        "workbench_scaffold" => scaffold(args(tool, a)?),
-        "workbench_state" => state(args(tool, a)?),
-        "workbench_log" => log(args(tool, a)?),
-        "workbench_read_log" => read_log(args(tool, a)?),
-        "workbench_list" => {
-            let _: Empty = args(tool, a)?;
-            Ok(
-                json!({"projects": project::all_projects().iter().map(control::describe).collect::<Vec<_>>()}),
-            )
-        }
-        "workbench_stop" => stop(args(tool, a)?),
-        "workbench_wait" => wait(args(tool, a)?, progress),
-        "workbench_events" => events(args(tool, a)?),
-        "workbench_snapshot" => snapshot(args(tool, a)?),
-        other => Err(format!("unknown tool '{other}'")),
-    }
 }
 
 #[derive(Deserialize)]
@@ -270,25 +324,34 @@ struct ProjectArgs {
     project: String,
 }
 
-// No deny_unknown_fields: it cannot work with `flatten`; the server refuses
-// unknown fields with a message that names the allowed ones.
-#[derive(Deserialize)]
-struct StateArgs {
-    project: String,
-    #[serde(flatten)]
-    fields: Map<String, Value>,
-}
-
-fn state(a: StateArgs) -> ToolResult {
-    let p = existing(&a.project)?;
-    if a.fields.is_empty() {
+/// The push goes on as the client sent it, less `project`: read from the
+/// arguments once, written once as the request body. The server refuses
+/// unknown fields with a message that names the allowed ones.
+fn state(tool: &str, a: Value) -> ToolResult {
+    let mut fields = match a {
+        Value::Object(m) => m,
+        Value::Null => Map::new(),
+        other => return Err(bad_args(tool, format!("expected an object, got {other}"))),
+    };
+    let name = match fields.remove("project") {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(bad_args(
+                tool,
+                format!("invalid type: {other}, expected a string for `project`"),
+            ))
+        }
+        None => return Err(bad_args(tool, "missing field `project`")),
+    };
+    let p = existing(&name)?;
+    if fields.is_empty() {
         return Err("nothing to push: give at least one of template, styles, script, data".into());
     }
     let r = control::call_project(
         &p,
         "POST",
         "/api/state",
-        Some(&Value::Object(a.fields)),
+        Some(&Value::Object(fields)),
         Duration::from_secs(30),
     )?;
     Ok(json!({"viewers": r["viewers"], "bytes": r["bytes"], "seq": r["seq"]}))
@@ -399,7 +462,7 @@ fn check_since(since: Option<i64>) -> Result<u64, String> {
     }
 }
 
-fn wait(a: WaitArgs, progress: Option<(Value, Outbox)>) -> ToolResult {
+fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>) -> ToolResult {
     let p = existing(&a.project)?;
     let since = check_since(a.since)?;
     let names = a.names.unwrap_or_default();
@@ -438,7 +501,7 @@ fn wait(a: WaitArgs, progress: Option<(Value, Outbox)>) -> ToolResult {
         if Instant::now() + Duration::from_millis(200) >= deadline {
             return Ok(json!({"status": "pending", "events": [], "cursor": since}));
         }
-        if let Some((token, out)) = &progress {
+        if let Some((token, out)) = progress {
             let elapsed = started.elapsed().as_secs();
             out.send(jsonrpc::notification(
                 "notifications/progress",
@@ -482,13 +545,7 @@ fn snapshot(a: ProjectArgs) -> ToolResult {
     }
     let s = &r["snapshot"];
     let mut html = s["html"].as_str().unwrap_or("").to_string();
-    if html.len() > MAX_RESULT_BYTES / 2 {
-        let cut = (0..=MAX_RESULT_BYTES / 2)
-            .rev()
-            .find(|i| html.is_char_boundary(*i))
-            .unwrap_or(0);
-        html.truncate(cut);
-    }
+    crate::util::truncate_utf8(&mut html, MAX_RESULT_BYTES / 2);
     // Visible text and form values are capped too: the whole answer stays near 1 MiB.
     let text: String = s["text"]
         .as_str()
@@ -514,8 +571,13 @@ mod tests {
     fn every_tool_has_schemas_and_a_description() {
         let tools = list();
         let tools = tools.as_array().unwrap();
-        assert_eq!(tools.len(), 9);
-        for t in tools {
+        assert_eq!(tools.len(), TOOLS.len());
+        for (i, t) in tools.iter().enumerate() {
+            let name = t["name"].as_str().unwrap();
+            assert!(
+                std::ptr::eq(find(name).unwrap(), &TOOLS[i]),
+                "{name} is unique"
+            );
             assert!(
                 t["description"].as_str().unwrap().len() > 40,
                 "{}",
@@ -524,6 +586,14 @@ mod tests {
             assert_eq!(t["inputSchema"]["type"], "object");
             assert_eq!(t["outputSchema"]["type"], "object");
         }
+    }
+
+    #[test]
+    fn tools_list_is_built_once_from_the_table() {
+        let v: Value = serde_json::from_str(list_result_json()).unwrap();
+        assert_eq!(v["tools"], list());
+        assert!(std::ptr::eq(list_result_json(), list_result_json()));
+        assert!(find("workbench_nope").is_none());
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         url: url.clone(),
         started: util::rfc3339_ms(started_ms),
         token,
-        version: crate::cli::VERSION.to_string(),
+        version: crate::VERSION.to_string(),
     };
     info.save(&project)
         .map_err(|e| format!("cannot write .server.json: {e}"))?;

@@ -248,7 +248,7 @@ fn health(shared: &Shared) -> Reply {
             "project": shared.project.name.as_str(),
             "pid": std::process::id(),
             "viewers": shared.hub.viewers(),
-            "version": crate::cli::VERSION,
+            "version": crate::VERSION,
         }),
     )
 }
@@ -426,12 +426,7 @@ fn post_event(shared: &Shared, inc: &Incoming) -> Reply {
         Err(e) => return disk_error(&e, "the event was not stored; send it again"),
     };
     let mut summary = data.to_string();
-    if summary.len() > 500 {
-        let cut = (0..=500)
-            .rev()
-            .find(|i| summary.is_char_boundary(*i))
-            .unwrap_or(0);
-        summary.truncate(cut);
+    if util::truncate_utf8(&mut summary, 500) {
         summary.push('…');
     }
     shared.hub.push_log(log_entry(

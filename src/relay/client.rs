@@ -288,25 +288,6 @@ impl Client {
     }
 }
 
-impl From<ClientError> for crate::cli::CliError {
-    fn from(e: ClientError) -> Self {
-        crate::cli::CliError::Failed(e.to_string())
-    }
-}
-
-/// Prints one JSON value as a line and flushes, so a pipe reader sees each
-/// message as it arrives. `Ok(false)`: stdout was closed, which callers
-/// treat as a clean exit.
-pub fn print_json(v: &Value) -> std::io::Result<bool> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{v}").and_then(|_| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Connects and identifies as `name`, with `identity`'s public key if given
 /// (`--identity F`): what most commands start with.
 pub fn open(server: &str, name: &str, identity: Option<&Identity>) -> Result<Client> {

@@ -85,6 +85,13 @@ impl Mcp {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {line}"))
     }
 
+    /// The next line on stdout as sent (for checks on the exact text).
+    pub fn next_raw_line(&mut self, limit: Duration) -> String {
+        self.lines
+            .recv_timeout(limit)
+            .expect("an answer from workbench mcp in time")
+    }
+
     /// Reads until the response with `id`, keeping notifications aside.
     pub fn response_to(&mut self, id: &Value, limit: Duration) -> Value {
         let deadline = Instant::now() + limit;
