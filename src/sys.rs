@@ -294,3 +294,59 @@ pub fn trim_stack() {
         }
     }
 }
+
+/// Wakes a thread when a file is written, truncated, replaced or removed
+/// (inotify(7)), so a server can keep a record on disk without polling it.
+/// Each `watch` follows the file now at that path; call it again after the
+/// file was replaced. Reading is plain `read(2)` on the inotify descriptor.
+pub struct FileWatch {
+    fd: std::fs::File,
+}
+
+impl FileWatch {
+    pub fn new() -> io::Result<FileWatch> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: no pointer arguments; a new descriptor is returned or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(FileWatch {
+            fd: unsafe { std::fs::File::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches the file now at `path` (an error if there is none).
+    pub fn watch(&self, path: &std::path::Path) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let mask = libc::IN_MODIFY
+            | libc::IN_CLOSE_WRITE
+            | libc::IN_ATTRIB
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF;
+        // SAFETY: a valid descriptor and a NUL-terminated path that outlives the call.
+        if unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), mask) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until at least one watched file changed (the events are
+    /// read and dropped: the caller looks at the file itself).
+    pub fn wait(&self) -> io::Result<()> {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&self.fd).read(&mut buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

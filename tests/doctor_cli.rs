@@ -318,7 +318,8 @@ impl FakeServer {
             .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let body = serde_json::json!({"ok": true, "project": project, "pid": 1, "viewers": 2, "version": "0.1.0"}).to_string();
+        // The pid /health reports must be the record's, as a real server's is.
+        let body = serde_json::json!({"ok": true, "project": project, "pid": child.id(), "viewers": 2, "version": "0.1.0"}).to_string();
         let (tx, answered) = mpsc::channel();
         std::thread::spawn(move || {
             use std::io::{BufRead, BufReader, Write};

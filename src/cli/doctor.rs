@@ -5,15 +5,14 @@
 //! never sends traffic beyond the loopback/own-address `/health` probes.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::setup::{target, tilde, user_home};
 use super::{finish, CliError, CliResult, VERSION};
+use crate::control;
 use crate::project::{self, Project, ProjectName, ServerInfo};
 use crate::setup::clients::{self, Client, Registration};
 use crate::sys;
@@ -42,8 +41,6 @@ example:
 
 /// The ports `workbench serve` tries first, in order.
 const PORTS: std::ops::RangeInclusive<u16> = 8070..=8079;
-/// How long a `/health` probe may take.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const BROWSERS: &[&str] = &[
     "chromium",
     "chromium-browser",
@@ -237,11 +234,21 @@ fn check_home(dir: &Path) -> Check {
     }
 }
 
-/// A `.server.json` found under the home folder.
+/// A project whose folder holds a server record, and what it says.
 struct Record {
     name: String,
     path: PathBuf,
-    info: Result<ServerInfo, String>,
+    status: control::Status,
+}
+
+impl Record {
+    /// The record's port and pid, when it could be read.
+    fn info(&self) -> Option<&ServerInfo> {
+        match &self.status {
+            control::Status::Live(i, _) | control::Status::Stale(Some(i), _) => Some(i),
+            _ => None,
+        }
+    }
 }
 
 fn server_records(home: &Path) -> Vec<Record> {
@@ -252,16 +259,14 @@ fn server_records(home: &Path) -> Vec<Record> {
         .filter_map(|e| {
             let name = ProjectName::parse(e.file_name().to_str()?).ok()?;
             let project = Project::new(name.clone());
-            let path = project.server_file();
-            let info = match ServerInfo::load(&project) {
-                Ok(None) => return None,
-                Ok(Some(i)) => Ok(i),
-                Err(e) => Err(e),
-            };
+            let status = control::status(&project);
+            if let control::Status::Down = status {
+                return None;
+            }
             Some(Record {
                 name: name.to_string(),
-                path,
-                info,
+                path: project.server_file(),
+                status,
             })
         })
         .collect();
@@ -271,8 +276,8 @@ fn server_records(home: &Path) -> Vec<Record> {
 
 fn check_ports(servers: &[Record]) -> Check {
     let ours = |port: u16| {
-        servers.iter().find_map(|r| match &r.info {
-            Ok(i) if i.port == port && sys::pid_alive(i.pid) => Some(r.name.clone()),
+        servers.iter().find_map(|r| match r.info() {
+            Some(i) if i.port == port && sys::pid_alive(i.pid) => Some(r.name.clone()),
             _ => None,
         })
     };
@@ -427,20 +432,6 @@ fn check_clients(home: &Path) -> Vec<Check> {
     out
 }
 
-/// True when `cmdline` is `…workbench serve … <name> …`: our server for this
-/// project, not some other program that reused the pid.
-fn is_our_server(cmdline: &[String], name: &str) -> bool {
-    let Some(exe) = cmdline.first() else {
-        return false;
-    };
-    let exe_ok = Path::new(exe)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("workbench"));
-    let rest = &cmdline[1..];
-    exe_ok && rest.iter().any(|a| a == "serve") && rest.iter().any(|a| a == name)
-}
-
 fn check_servers(records: &[Record]) -> Vec<Check> {
     if records.is_empty() {
         return vec![ok("servers", "none running (no .server.json files)")];
@@ -448,27 +439,37 @@ fn check_servers(records: &[Record]) -> Vec<Check> {
     records.iter().map(check_server).collect()
 }
 
+/// Words for what `control::status` found, with the fix for each case.
 fn check_server(r: &Record) -> Check {
+    use control::{Stale, Status as S};
     let name = format!("server {}", r.name);
     let file = r.path.display();
     let stop = format!("workbench stop {} (or delete {file})", r.name);
-    let info = match &r.info {
-        Ok(i) => i,
-        Err(e) => {
-            return problem(Status::Warn, name, format!("stale record: {e}"), stop);
-        }
-    };
-    if !sys::pid_alive(info.pid) {
-        return problem(
-            Status::Warn,
+    let restart = format!(
+        "workbench stop {0}, then start it again (workbench serve {0}, or workbench_scaffold from the AI)",
+        r.name
+    );
+    match &r.status {
+        S::Down => ok(name, "not running"),
+        S::Live(info, h) => ok(
             name,
-            format!("stale .server.json: pid {} is not running", info.pid),
-            stop,
-        );
-    }
-    if let Some(cmd) = sys::process_cmdline(info.pid) {
-        if !is_our_server(&cmd, &r.name) {
-            return problem(
+            format!(
+                "serving {} (pid {}, {} viewer(s))",
+                info.url,
+                info.pid,
+                h.get("viewers").and_then(Value::as_u64).unwrap_or(0)
+            ),
+        ),
+        S::Stale(None, why) => problem(Status::Warn, name, format!("stale record: {why}"), stop),
+        S::Stale(Some(info), why) => match why {
+            Stale::Unreadable(e) => problem(Status::Warn, name, format!("stale record: {e}"), stop),
+            Stale::Dead => problem(
+                Status::Warn,
+                name,
+                format!("stale .server.json: pid {} is not running", info.pid),
+                stop,
+            ),
+            Stale::OtherProgram(cmd) => problem(
                 Status::Warn,
                 name,
                 format!(
@@ -477,103 +478,27 @@ fn check_server(r: &Record) -> Check {
                     cmd.join(" ")
                 ),
                 format!("delete {file}"),
-            );
-        }
-    }
-    let addr = info.connect_addr();
-    let restart = format!(
-        "workbench stop {0}, then start it again (workbench serve {0}, or workbench_scaffold from the AI)",
-        r.name
-    );
-    match get_health(&addr) {
-        Ok(v) if v.get("project").and_then(Value::as_str) == Some(r.name.as_str()) => ok(
-            name,
-            format!(
-                "serving {} (pid {}, {} viewer(s))",
-                info.url,
-                info.pid,
-                v.get("viewers").and_then(Value::as_u64).unwrap_or(0)
             ),
-        ),
-        Ok(v) => problem(
-            Status::Fail,
-            name,
-            format!(
-                "{addr} answers /health for project {} instead",
-                v.get("project")
-                    .map(Value::to_string)
-                    .unwrap_or_else(|| "(none)".into())
+            Stale::Foreign { project, pid } => problem(
+                Status::Fail,
+                name,
+                format!(
+                    "{} answers /health for project {project} (pid {pid}) instead",
+                    info.connect_addr()
+                ),
+                restart,
             ),
-            restart,
-        ),
-        Err(e) => problem(
-            Status::Fail,
-            name,
-            format!("pid {} is running but {addr}/health failed: {e}", info.pid),
-            restart,
-        ),
-    }
-}
-
-/// `GET /health` over loopback (or our own address) with one small HTTP/1.1
-/// request; the whole exchange is bounded by `HEALTH_TIMEOUT` per step.
-fn get_health(addr: &str) -> Result<Value, String> {
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
-    let mut s = TcpStream::connect_timeout(&sock, HEALTH_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(HEALTH_TIMEOUT))
-        .and_then(|_| s.set_write_timeout(Some(HEALTH_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
-    // One write, so a server that answers early never sees half a request.
-    let request = format!(
-        "GET /health HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.take(64 * 1024)
-        .read_to_end(&mut raw)
-        .map_err(|e| e.to_string())?;
-    parse_health_response(&raw)
-}
-
-fn parse_health_response(raw: &[u8]) -> Result<Value, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("not an HTTP response")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let body = &raw[split + 4..];
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("answered `{status}`"));
-    }
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body).ok_or("bad chunked body")?
-    } else {
-        body.to_vec()
-    };
-    serde_json::from_slice(&body).map_err(|_| "answered, but not with workbench's JSON".to_string())
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
+            Stale::NotAnswering(e) => problem(
+                Status::Fail,
+                name,
+                format!(
+                    "pid {} is running but {}/health failed: {e}",
+                    info.pid,
+                    info.connect_addr()
+                ),
+                restart,
+            ),
+        },
     }
 }
 
@@ -588,42 +513,5 @@ fn check_start_md(home: &Path) -> Check {
             format!("{} has not been written yet", path.display()),
             "workbench setup (it writes START.md for the AI to read)",
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_our_server_cmdline() {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(is_our_server(
-            &v(&["/usr/bin/workbench", "serve", "bench1"]),
-            "bench1"
-        ));
-        assert!(is_our_server(
-            &v(&["workbench", "serve", "--port", "8070", "bench1"]),
-            "bench1"
-        ));
-        assert!(!is_our_server(
-            &v(&["/usr/bin/python3", "serve", "bench1"]),
-            "bench1"
-        ));
-        assert!(!is_our_server(
-            &v(&["workbench", "serve", "other"]),
-            "bench1"
-        ));
-        assert!(!is_our_server(&[], "bench1"));
-    }
-
-    #[test]
-    fn parses_health_answers() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"project\":\"a\"}\n";
-        assert_eq!(parse_health_response(plain).unwrap()["project"], "a");
-        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
-        assert_eq!(parse_health_response(chunked).unwrap()["a"], 1);
-        assert!(parse_health_response(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
-        assert!(parse_health_response(b"garbage").is_err());
     }
 }

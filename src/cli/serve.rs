@@ -6,7 +6,7 @@ use crate::page::{self, PortChoice, ServeConfig};
 use crate::project::{Project, ProjectName};
 
 pub const USAGE: &str = "\
-usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N] [--public-host H] [--max-body BYTES]
+usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N | --prefer-port N] [--public-host H] [--max-body BYTES]
                        [--events-max-bytes B] [--events-segment-bytes B] [--events-memory-bytes B]
                        [--events-rate N] [--events-client-rate N]
 
@@ -19,6 +19,8 @@ options:
   --host H           address to listen on (default 0.0.0.0: the whole LAN;
                      use 127.0.0.1 to keep it on this machine)
   --port N           port (default: first free from 8070 up; 0 = any free port)
+  --prefer-port N    port N if it is free, else any free port (the URL it
+                     prints says which)
   --public-host H    host shown in the URL (default: this machine's LAN
                      address; also WORKBENCH_HOST)
   --max-body BYTES   largest request body accepted (default 8388608)
@@ -47,6 +49,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         .map_err(&err)?
         .unwrap_or_else(|| "0.0.0.0".into());
     let port: Option<u16> = args.opt_value_from_str("--port").map_err(&err)?;
+    let prefer: Option<u16> = args.opt_value_from_str("--prefer-port").map_err(&err)?;
     let public_host: Option<String> = args.opt_value_from_str("--public-host").map_err(&err)?;
     let max_body: usize = args
         .opt_value_from_str("--max-body")
@@ -81,6 +84,14 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let name: String = positional(&mut args, USAGE, "name")?;
     finish(args, USAGE)?;
     let name = ProjectName::parse(&name).map_err(|e| usage_error(USAGE, e))?;
+    let port = match (port, prefer) {
+        (Some(_), Some(_)) => {
+            return Err(usage_error(USAGE, "give --port or --prefer-port, not both"))
+        }
+        (Some(p), None) => PortChoice::Exact(p),
+        (None, Some(p)) => PortChoice::Prefer(p),
+        (None, None) => PortChoice::Auto,
+    };
     if max_body < 1024 {
         return Err(usage_error(USAGE, "--max-body must be at least 1024 bytes"));
     }
@@ -101,7 +112,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         title,
         description,
         host,
-        port: port.map(PortChoice::Exact).unwrap_or(PortChoice::Auto),
+        port,
         public_host,
         max_body,
         events_quota: page::EventsQuota {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Map, Value};
 
-use crate::project::{self, Project, ServerInfo};
+use crate::project::{Project, ServerInfo};
 use crate::{sys, util};
 
 pub use eventlog::Quota as EventsQuota;
@@ -38,6 +38,10 @@ pub enum PortChoice {
     Auto,
     /// Exactly this port (0 = any free port); taken → error.
     Exact(u16),
+    /// This port if it is free, else any free port: one bind attempt, then
+    /// port 0, so nothing can take it between a check and the bind. How a
+    /// restarted server keeps its old port (open pages reconnect) when it can.
+    Prefer(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +88,9 @@ fn bind(host: &str, port: &PortChoice) -> Result<TcpListener, String> {
             }
             _ => format!("cannot listen on {host}:{p}: {e}"),
         }),
+        PortChoice::Prefer(p) => try_bind(*p)
+            .or_else(|_| try_bind(0))
+            .map_err(|e| format!("cannot listen on {host}: {e}")),
         PortChoice::Auto => (FIRST_PORT..FIRST_PORT + 100).find_map(|p| try_bind(p).ok()).ok_or_else(|| {
             format!("no free port in {FIRST_PORT}-{} on {host}; pass --port 0 for any free port", FIRST_PORT + 99)
         }),
@@ -139,7 +146,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
 
     // One server per project: the lock is held for the process lifetime and
     // released by the kernel however we exit.
-    let _lock = sys::try_lock_file(&project.path(".serve.lock")).map_err(|e| {
+    let lock = sys::try_lock_file(&project.path(crate::control::LOCK_FILE)).map_err(|e| {
         let who = ServerInfo::load(&project)
             .ok()
             .flatten()
@@ -212,7 +219,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         token,
         version: crate::VERSION.to_string(),
     };
-    info.save(&project)
+    // .server.json, a copy in the lock, and a thread that restores it.
+    let record = crate::control::publish_record(&project, &info, lock)
         .map_err(|e| format!("cannot write .server.json: {e}"))?;
     let _ = util::append_line(
         &project.path("cost-log.jsonl"),
@@ -272,7 +280,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         })
         .to_string(),
     );
-    project::remove_server_file_if_pid(&project, info.pid);
+    record.retire();
     util::log_event("stopped", json!({"reason": reason}));
     Ok(())
 }
