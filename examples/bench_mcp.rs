@@ -50,6 +50,19 @@ impl Mcp {
         }
     }
 
+    /// Writes one request line and returns the reply line, unparsed.
+    fn raw_line(&mut self, line: &str) -> String {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+        let mut reply = String::new();
+        self.out.read_line(&mut reply).unwrap();
+        reply
+    }
+
+    fn call_line(&mut self, line: &str) -> Value {
+        serde_json::from_str(&self.raw_line(line)).unwrap()
+    }
+
     fn call(&mut self, method: &str, params: Value) -> Value {
         self.id += 1;
         let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
@@ -127,10 +140,59 @@ fn main() {
     let addr = format!("127.0.0.1:{}", info["port"]);
     let token = info["token"].as_str().unwrap().to_string();
     let template = "<h2>Rail 1</h2><p>3.30 V</p>".repeat(10);
-    let n = 300;
-    let mut direct: Vec<f64> = (0..n)
+    let n = 400;
+    let body = json!({"template": template}).to_string();
+    let state_line = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "workbench_state", "arguments": {"project": "bench", "template": template}}})
+    .to_string()
+        + "\n";
+    let list_line = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string() + "\n";
+    // The baseline: the same push as a direct POST /api/state on one
+    // kept-alive connection, as a client in-process with the page would.
+    let mut conn = httpc::Conn::open(&addr, Duration::from_secs(5)).unwrap();
+    let mut direct_once = || {
+        let t = Instant::now();
+        let r = conn
+            .request(
+                "POST",
+                "/api/state",
+                Some(&token),
+                Some(body.as_bytes()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        let el = t.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(r.status, 200);
+        el
+    };
+    // Warm up both paths (the MCP side opens its kept connection here).
+    for _ in 0..50 {
+        direct_once();
+        let r = m.call_line(&state_line);
+        assert_eq!(r["result"]["isError"], false, "{r}");
+    }
+    // Interleaved, so both see the same machine.
+    let mut direct = Vec::with_capacity(n);
+    let mut via_mcp = Vec::with_capacity(n);
+    for _ in 0..n {
+        direct.push(direct_once());
+        let t = Instant::now();
+        let reply = m.raw_line(&state_line);
+        via_mcp.push(t.elapsed().as_secs_f64() * 1e3);
+        assert!(reply.contains("\"isError\":false"), "{reply}");
+    }
+    let mut list: Vec<f64> = (0..n)
         .map(|_| {
-            let body = json!({"template": template}).to_string();
+            let t = Instant::now();
+            let reply = m.raw_line(&list_line);
+            let el = t.elapsed().as_secs_f64() * 1e3;
+            assert!(reply.contains("workbench_state"));
+            el
+        })
+        .collect();
+    // For comparison with older rows: a new connection per request.
+    let mut fresh: Vec<f64> = (0..n)
+        .map(|_| {
             let t = Instant::now();
             let r = httpc::request(
                 &addr,
@@ -145,23 +207,24 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    let mut via_mcp: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            let r = m.call("tools/call", json!({"name": "workbench_state", "arguments": {"project": "bench", "template": template}}));
-            let el = t.elapsed().as_secs_f64() * 1e3;
-            assert_eq!(r["result"]["isError"], false);
-            el
-        })
-        .collect();
     let (d, v) = (median(&mut direct), median(&mut via_mcp));
     println!(
-        "baseline: the same push as a direct HTTP POST /api/state: median {d:.3} ms ({n} calls)"
+        "baseline: the same push as a direct POST /api/state on a kept-alive connection: p50 {d:.3} ms, p95 {:.3} ms ({n} calls, interleaved)",
+        p95(&mut direct)
     );
     println!(
-        "workbench_state over MCP stdio: median {v:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x",
+        "workbench_state over MCP stdio: p50 {v:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x",
         p95(&mut via_mcp),
         v / d
+    );
+    println!(
+        "tools/list over MCP stdio: p50 {:.3} ms, p95 {:.3} ms",
+        median(&mut list),
+        p95(&mut list)
+    );
+    println!(
+        "(older baseline) direct POST /api/state on a new connection each: p50 {:.3} ms",
+        median(&mut fresh)
     );
     println!(
         "workbench mcp RSS after {n} calls: {} KiB",

@@ -266,22 +266,27 @@ fn spawn_server(
             let _ = tx.send(line);
         })
         .expect("spawn ready reader");
-    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-    if !line.contains("serving") {
-        let _ = child.kill();
-        let _ = child.wait();
-        let tail = std::fs::read_to_string(project.path("server.log")).unwrap_or_default();
-        let last = tail
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_string();
-        return Err(format!(
-            "the project server did not start within {} s (server.log: {last})",
-            START_TIMEOUT.as_secs()
-        ));
-    }
+    let line = rx.recv_timeout(START_TIMEOUT);
+    let line = match line {
+        Ok(l) if l.contains("serving") => l,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = std::fs::read_to_string(project.path("server.log")).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            let what = match other {
+                Ok(_) => "exited at start".to_string(),
+                Err(_) => format!("did not start within {} s", START_TIMEOUT.as_secs()),
+            };
+            return Err(format!("the project server {what} (server.log: {last})"));
+        }
+    };
+    drop(line);
     let pid = child.id();
     // Reap the server when it ends, so no zombie outlives it while we run.
     let _ = std::thread::Builder::new()

@@ -514,3 +514,201 @@ fn cli_stop_and_list_match_the_tools() {
     let out = home.cmd().args(["stop", "../x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn kill_hard(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(workbench::sys::wait_pid_exit(pid, Duration::from_secs(5)));
+}
+
+fn pid_of(info: &Value) -> u32 {
+    info["pid"].as_u64().unwrap() as u32
+}
+
+/// `GET /health` of a project's server, checked to be that project's.
+fn assert_serves(home: &TempHome, name: &str) -> Value {
+    let info = server_info(home, name);
+    let (status, h) = http(
+        &format!("127.0.0.1:{}", info["port"]),
+        "GET",
+        "/health",
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{name}");
+    assert_eq!(h["project"], name);
+    assert_eq!(h["pid"], info["pid"]);
+    info
+}
+
+#[test]
+fn restarts_racing_for_one_old_port_or_a_held_port_all_come_up() {
+    let _w = watchdog(Duration::from_secs(120));
+    let home = TempHome::new("mcp-portrace");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    let names = ["r0", "r1", "r2", "r3"];
+    for n in names {
+        m.ok("workbench_scaffold", json!({"name": n}));
+    }
+    // All crash (their records stay behind), and every record now names the
+    // same old port: each restart prefers it, at most one can have it.
+    let old = server_info(&home, "r0")["port"].clone();
+    for n in names {
+        let mut info = server_info(&home, n);
+        kill_hard(pid_of(&info));
+        info["port"] = old.clone();
+        std::fs::write(home.project(n).join(".server.json"), info.to_string()).unwrap();
+    }
+    // Four restarts at once: tool calls run on their own threads.
+    for (i, n) in names.iter().enumerate() {
+        m.send(
+            &json!({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+            "params": {"name": "workbench_state", "arguments": {"project": n, "data": i}}}),
+        );
+    }
+    let mut answered = std::collections::HashMap::new();
+    while answered.len() < names.len() {
+        let r = m.next_line(Duration::from_secs(60));
+        let id = r["id"].as_u64().expect("a response");
+        answered.insert(id, r);
+    }
+    for (id, r) in &answered {
+        assert_eq!(r["result"]["isError"], false, "call {id}: {r}");
+    }
+    let mut ports = std::collections::HashSet::new();
+    for n in names {
+        ports.insert(assert_serves(&home, n)["port"].as_u64().unwrap());
+    }
+    assert_eq!(
+        ports.len(),
+        names.len(),
+        "each restart got a port of its own"
+    );
+
+    // A port someone else holds: the restart takes another, and the URL the
+    // tool returns is the one the server really listens on.
+    let info = server_info(&home, "r1");
+    kill_hard(pid_of(&info));
+    let held_port = info["port"].as_u64().unwrap() as u16;
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", held_port)).unwrap();
+    let s = m.ok("workbench_scaffold", json!({"name": "r1"}));
+    assert_eq!(s["reused"], false);
+    assert_ne!(s["port"], held_port);
+    let info = assert_serves(&home, "r1");
+    assert_eq!(s["port"], info["port"]);
+    assert_eq!(s["url"], info["url"]);
+    assert!(s["url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":{}/", s["port"])));
+    for n in names {
+        m.ok("workbench_stop", json!({"project": n}));
+    }
+}
+
+#[test]
+fn a_server_whose_record_is_missing_or_corrupt_is_found_restored_and_stopped() {
+    let _w = watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-orphan");
+    let mut m = Mcp::start(&home);
+    m.initialize();
+    m.ok("workbench_scaffold", json!({"name": "o"}));
+    let info = server_info(&home, "o");
+    let record = home.project("o").join(".server.json");
+    let intact = || {
+        std::fs::read_to_string(&record)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|v| v == info)
+    };
+
+    // Deleted, truncated, overwritten with garbage: the server writes it back.
+    std::fs::remove_file(&record).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), intact),
+        "restored after delete"
+    );
+    std::fs::write(&record, "{\"pid\": 12").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), intact),
+        "restored after corruption"
+    );
+    std::fs::write(&record, "").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), intact),
+        "restored after truncation"
+    );
+
+    // A record it cannot restore (a folder in its place): tools still find
+    // the running server through its lock, without starting a second one.
+    // (The server may restore the file between the two steps: try again.)
+    let blocked = (0..200).any(|_| {
+        let _ = std::fs::remove_file(&record);
+        std::fs::create_dir(&record).is_ok()
+    });
+    assert!(blocked, "a folder took the record's place");
+    {
+        let mut fresh = Mcp::start(&home);
+        fresh.initialize();
+        let st = fresh.ok(
+            "workbench_state",
+            json!({"project": "o", "template": "<p>found</p>"}),
+        );
+        assert!(st["seq"].as_u64().is_some(), "{st}");
+        let list = fresh.ok("workbench_list", json!({}));
+        assert_eq!(list["projects"][0]["running"], true, "{list}");
+        assert_eq!(list["projects"][0]["pid"], info["pid"]);
+        assert_eq!(count_servers(&home, "o"), 1, "no second server");
+        // `workbench stop` really stops it.
+        let out = run(home.cmd().args(["stop", "o"]), Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stdout(&out).contains("stopped 'o'"), "{}", stdout(&out));
+        assert!(workbench::sys::wait_pid_exit(
+            pid_of(&info),
+            Duration::from_secs(5)
+        ));
+        std::fs::remove_dir(&record).unwrap();
+        // Nothing left that looks like a running server.
+        let list = fresh.ok("workbench_list", json!({}));
+        assert_eq!(list["projects"][0]["running"], false, "{list}");
+        assert!(list["projects"][0].get("stale").is_none(), "{list}");
+    }
+}
+
+#[test]
+fn a_kept_connection_follows_a_server_restarted_by_someone_else() {
+    let _w = watchdog(Duration::from_secs(90));
+    let home = TempHome::new("mcp-keep");
+    let mut m1 = Mcp::start(&home);
+    m1.initialize();
+    m1.ok("workbench_scaffold", json!({"name": "k"}));
+    for i in 0..3 {
+        m1.ok("workbench_state", json!({"project": "k", "data": i}));
+    }
+    let first = server_info(&home, "k");
+    // Another client stops it and starts a new one (new pid and token).
+    let out = run(home.cmd().args(["stop", "k"]), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut m2 = Mcp::start(&home);
+    m2.initialize();
+    m2.ok("workbench_scaffold", json!({"name": "k"}));
+    let second = server_info(&home, "k");
+    assert_ne!(first["pid"], second["pid"]);
+    // m1's kept connection is dead; its next call reaches the new server.
+    m1.ok(
+        "workbench_state",
+        json!({"project": "k", "template": "<p>after</p>"}),
+    );
+    assert_eq!(
+        server_info(&home, "k")["pid"],
+        second["pid"],
+        "no third server"
+    );
+    let mut v = Viewer::connect(second["port"].as_u64().unwrap() as u16);
+    let (state, _) = v.preamble(0);
+    assert_eq!(state["state"]["template"], "<p>after</p>");
+    m2.ok("workbench_stop", json!({"project": "k"}));
+}

@@ -6,6 +6,7 @@
 
 pub mod jsonrpc;
 mod tools;
+mod workers;
 
 pub use tools::list as tool_list;
 
@@ -112,7 +113,10 @@ pub fn run() -> Result<(), String> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut buf = Vec::new();
-    let mut session = Session::default();
+    let mut session = Session {
+        workers: workers::Workers::new(),
+        initialized: false,
+    };
     loop {
         match read_line(&mut input, &mut buf) {
             Ok(None) => break,
@@ -144,8 +148,9 @@ pub fn run() -> Result<(), String> {
 }
 
 /// What the reader loop knows about the client.
-#[derive(Default)]
 struct Session {
+    /// The threads tool calls run on.
+    workers: workers::Workers,
     /// `initialize` has been answered. Until then only `ping` is served: "the
     /// client SHOULD NOT send requests other than pings before the server has
     /// responded to the initialize request" (MCP 2025-11-25, Lifecycle).
@@ -170,7 +175,7 @@ impl Session {
                     return out.send(jsonrpc::failure(&id, &err));
                 }
                 match method.as_str() {
-                    "tools/call" => tools::spawn_call(id, params, out.clone()),
+                    "tools/call" => tools::spawn_call(id, params, out.clone(), &self.workers),
                     "tools/list" => out.send(jsonrpc::success_raw(&id, tools::list_result_json())),
                     "initialize" => {
                         self.initialized = true;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::jsonrpc::{self, Id, RpcError};
+use super::workers::Workers;
 use super::Outbox;
 use crate::control;
 use crate::project::{self, Project, ProjectName};
@@ -215,8 +216,8 @@ struct CallParams {
     meta: Option<Value>,
 }
 
-/// Runs a `tools/call` on its own thread and sends the answer to the writer.
-pub fn spawn_call(id: Id, params: Value, out: Outbox) {
+/// Runs a `tools/call` on a worker thread and sends the answer to the writer.
+pub fn spawn_call(id: Id, params: Value, out: Outbox, workers: &Workers) {
     let call: CallParams = match serde_json::from_value(params) {
         Ok(c) => c,
         Err(e) => {
@@ -232,21 +233,19 @@ pub fn spawn_call(id: Id, params: Value, out: Outbox) {
         return out.send(jsonrpc::failure(&id, &err));
     };
     let thread_out = out.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("tool-{}", tool.name))
-        .spawn(move || {
-            let progress = call
-                .meta
-                .as_ref()
-                .and_then(|m| m.get("progressToken"))
-                .cloned();
-            let ctx = Ctx {
-                tool: tool.name,
-                progress: progress.map(|t| (t, thread_out.clone())),
-            };
-            let result = (tool.run)(call.arguments.unwrap_or(Value::Null), &ctx);
-            thread_out.send(jsonrpc::success_raw(&id, &call_result_json(result)));
-        });
+    let spawned = workers.run(Box::new(move || {
+        let progress = call
+            .meta
+            .as_ref()
+            .and_then(|m| m.get("progressToken"))
+            .cloned();
+        let ctx = Ctx {
+            tool: tool.name,
+            progress: progress.map(|t| (t, thread_out.clone())),
+        };
+        let result = (tool.run)(call.arguments.unwrap_or(Value::Null), &ctx);
+        thread_out.send(jsonrpc::success_raw(&id, &call_result_json(result)));
+    }));
     if let Err(e) = spawned {
         out.send(jsonrpc::failure(
             &Id::null(),
