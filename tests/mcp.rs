@@ -662,6 +662,20 @@ fn a_server_whose_record_is_missing_or_corrupt_is_found_restored_and_stopped() {
         assert_eq!(list["projects"][0]["running"], true, "{list}");
         assert_eq!(list["projects"][0]["pid"], info["pid"]);
         assert_eq!(count_servers(&home, "o"), 1, "no second server");
+        // The doctor finds it too, through the same record.
+        let out = run(
+            home.cmd().args(["doctor", "--json"]),
+            Duration::from_secs(30),
+        );
+        let report: Value = serde_json::from_str(&stdout(&out)).expect("doctor --json");
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "server o")
+            .cloned()
+            .unwrap_or_else(|| panic!("no server check in {report}"));
+        assert_eq!(check["status"], "ok", "{check}");
         // `workbench stop` really stops it.
         let out = run(home.cmd().args(["stop", "o"]), Duration::from_secs(30));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
