@@ -104,7 +104,12 @@ impl Drop for TempHome {
                         .ok()
                         .and_then(|v| v["pid"].as_u64())
                     {
-                        let _ = workbench::sys::terminate(pid as u32);
+                        // Wait for it to finish, so it writes nothing (its
+                        // session end, a restored record) into a folder
+                        // being removed.
+                        if workbench::sys::terminate(pid as u32).is_ok() {
+                            workbench::sys::wait_pid_exit(pid as u32, Duration::from_secs(5));
+                        }
                     }
                 }
             }
