@@ -51,11 +51,10 @@ fn writer(rx: Receiver<Out>) {
     let mut out = stdout.lock();
     for msg in rx {
         match msg {
-            Out::Line(line) => {
-                let ok = out
-                    .write_all(line.as_bytes())
-                    .and_then(|_| out.write_all(b"\n"))
-                    .and_then(|_| out.flush());
+            Out::Line(mut line) => {
+                // One write(2) per message: the line with its newline.
+                line.push('\n');
+                let ok = out.write_all(line.as_bytes()).and_then(|_| out.flush());
                 if ok.is_err() {
                     // The client closed our stdout: nobody is listening any more.
                     std::process::exit(0);
