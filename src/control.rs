@@ -431,7 +431,7 @@ fn call_linked(
     let r = conn
         .request(method, path, Some(&info.token), body, timeout)
         .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-    if conn.is_usable() {
+    if conn.keeps_alive() {
         return_conn(project, info, conn);
     }
     answer(r)

@@ -71,6 +71,11 @@ impl Conn {
         &self.addr
     }
 
+    /// True when the last answer left the connection open for another request.
+    pub fn keeps_alive(&self) -> bool {
+        self.usable
+    }
+
     /// True when the connection can take a request: the last answer kept it
     /// alive and the server has not closed it since (an idle connection the
     /// server closed reads as EOF; nothing else may be waiting on it).
