@@ -74,3 +74,64 @@ fn unknown_flags_and_missing_arguments_exit_2_with_the_usage() {
     let out = home.cmd().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Starts `workbench serve <name> --prefer-port <port>` and returns it with
+/// the port its ready line names.
+fn serve_preferring(home: &TempHome, name: &str, port: u16) -> (Proc, u16) {
+    use std::io::BufRead;
+    let mut child = home
+        .cmd()
+        .args(["serve", name, "--host", "127.0.0.1", "--prefer-port"])
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("serving"), "{line:?}");
+    let got: u16 = line
+        .rsplit_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    (
+        Proc {
+            child,
+            stdout: Some(out),
+        },
+        got,
+    )
+}
+
+#[test]
+fn prefer_port_takes_the_port_when_free_and_any_port_when_taken() {
+    let _w = watchdog(std::time::Duration::from_secs(60));
+    let home = TempHome::new("cli-prefer");
+    // A port that was free a moment ago (nothing else is told about it).
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_a, got) = serve_preferring(&home, "pa", free);
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.project("pa").join(".server.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["port"], got, "the record names the real port");
+    // Now that port is held (by the first server): the second falls back.
+    let (_b, other) = serve_preferring(&home, "pb", got);
+    assert_ne!(other, got);
+    let (status, h) = http(&format!("127.0.0.1:{other}"), "GET", "/health", None, None);
+    assert_eq!((status, h["project"].as_str()), (200, Some("pb")));
+    // Both options at once is a usage error.
+    let out = home
+        .cmd()
+        .args(["serve", "pc", "--port", "0", "--prefer-port", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--prefer-port"), "{}", stderr(&out));
+}
