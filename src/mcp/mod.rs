@@ -1,7 +1,8 @@
 //! `workbench mcp`: the MCP server on stdio. A reader loop parses each line
-//! into a typed message and answers at once; tool calls run on their own
-//! threads (so a long `workbench_wait` never delays a `ping`), and every
-//! outgoing line goes through one writer thread that owns stdout.
+//! into a typed message and answers at once; tool calls run on worker
+//! threads of their own (`workers.rs`, so a long `workbench_wait` never
+//! delays a `ping`), and every outgoing line goes through one writer thread
+//! that owns stdout. Until `initialize` is answered only `ping` is served.
 //! Stdout carries protocol only; stderr stays quiet (a few lines a session).
 
 pub mod jsonrpc;

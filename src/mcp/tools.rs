@@ -1,5 +1,6 @@
-//! The MCP tools: their JSON Schemas (what the AI reads) and their
-//! implementations, each a function from typed arguments to a JSON result.
+//! The MCP tools: one table (`TOOLS`) of their names, JSON Schemas (what the
+//! AI reads) and implementations, each a function from its arguments to a
+//! JSON result; `tools/list`, the name check and `tools/call` all read it.
 //! Every result goes out as `structuredContent` and as the same JSON in a
 //! text item, because some clients show the model only one of the two.
 //! A failure the AI can fix is a result with `isError: true`, not a
