@@ -207,6 +207,10 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
+    // Paired call by call: what the MCP hop adds, less sensitive to load
+    // swings than the two medians apart.
+    let mut added: Vec<f64> = direct.iter().zip(&via_mcp).map(|(d, v)| v - d).collect();
+    let added = median(&mut added);
     let (d, v) = (median(&mut direct), median(&mut via_mcp));
     println!(
         "baseline: the same push as a direct POST /api/state on a kept-alive connection: p50 {d:.3} ms, p95 {:.3} ms ({n} calls, interleaved)",
@@ -216,6 +220,10 @@ fn main() {
         "workbench_state over MCP stdio: p50 {v:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x",
         p95(&mut via_mcp),
         v / d
+    );
+    println!(
+        "added by the MCP hop, median of call-by-call differences: {:.3} ms",
+        added
     );
     println!(
         "tools/list over MCP stdio: p50 {:.3} ms, p95 {:.3} ms",
