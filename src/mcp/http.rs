@@ -318,8 +318,21 @@ fn origin_allowed(cfg: &HttpConfig, origin: &str) -> bool {
         .trim_matches(|c| c == '[' || c == ']')
         .to_ascii_lowercase();
     let wildcard = bound == "0.0.0.0" || bound == "::";
-    matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+    is_loopback_name(&host)
         || (!wildcard && (host == bound || host == format!("[{bound}]")))
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+}
+
+/// The host part of a `Host` header (`name:port`, `[v6]:port`), lower-cased.
+fn host_name(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    match a.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
+        None => a.split(':').next().unwrap_or("").to_string(),
+    }
 }
 
 fn bearer_ok(cfg: &HttpConfig, head: &Head) -> bool {
@@ -334,8 +347,17 @@ fn bearer_ok(cfg: &HttpConfig, head: &Head) -> bool {
 }
 
 /// Checks every request must pass before anything else happens, in this
-/// order: Origin (403), token (401), path (404), method (405).
+/// order: Origin and Host (403), token (401), path (404), method (405).
 fn precheck(cfg: &HttpConfig, head: &Head) -> Result<(), Reply> {
+    // Bound to loopback, only loopback names reach us honestly: any other
+    // Host is a DNS-rebinding name. (Bound wider, the token is the guard.)
+    if is_loopback_name(&host_name(&cfg.host)) || is_loopback_name(&cfg.host) {
+        if let Some(h) = head.get("host") {
+            if !is_loopback_name(&host_name(h)) {
+                return Err(refuse(403, format!("host {h:?} is not this server")));
+            }
+        }
+    }
     if let Some(o) = head.get("origin") {
         if !origin_allowed(cfg, o) {
             return Err(refuse(403, format!("origin {o:?} is not allowed")));
@@ -1008,7 +1030,11 @@ mod tests {
             status("POST /mcp HTTP/1.1\r\nOrigin: http://evil.example\r\n\r\n".into()),
             Some(403)
         );
-        assert_eq!(status("POST /mcp HTTP/1.1\r\n\r\n".into()), Some(401));
+        assert_eq!(
+            status("POST /mcp HTTP/1.1\r\nHost: evil.example:8765\r\n\r\n".into()),
+            Some(403)
+        );
+        assert_eq!(status("POST /mcp HTTP/1.1\r\nHost: localhost:1\r\n\r\n".into()), Some(401));
         assert_eq!(
             status("POST /mcp HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n".into()),
             Some(401)
