@@ -347,6 +347,35 @@ impl FileWatch {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+/// Blocks until the peer of socket `sock` hangs up (POLLRDHUP: it closed or
+/// reset, even with unread bytes pending) or `wake` becomes readable or
+/// closes. True when it was the peer. Data arriving on `sock` (a client's
+/// next request) does not wake it. Lets a server notice a client that
+/// left mid-call without reading from or writing to its socket.
+pub fn wait_hangup(sock: std::os::fd::RawFd, wake: std::os::fd::RawFd) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: two valid pollfd structs; poll writes only their revents.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n < 0 || fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return true;
         }
     }
 }

@@ -74,6 +74,20 @@ struct Check {
     fix: Option<String>,
 }
 
+impl From<crate::setup::remote::HttpCheck> for Check {
+    fn from(c: crate::setup::remote::HttpCheck) -> Check {
+        match c {
+            crate::setup::remote::HttpCheck::Ok(detail) => ok("mcp-http", detail),
+            crate::setup::remote::HttpCheck::Warn(detail, fix) => {
+                problem(Status::Warn, "mcp-http", detail, fix)
+            }
+            crate::setup::remote::HttpCheck::Fail(detail, fix) => {
+                problem(Status::Fail, "mcp-http", detail, fix)
+            }
+        }
+    }
+}
+
 fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
     Check {
         status: Status::Ok,
@@ -118,6 +132,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         )),
     }
     checks.extend(check_servers(&servers));
+    checks.push(crate::setup::remote::doctor_check().into());
     checks.push(check_start_md(&project::home()));
 
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();

@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use super::{arg_error, finish, usage_error, CliError, CliResult, VERSION};
 use crate::project;
 use crate::setup::clients::{self, Client, Plan, Registration, Target};
+use crate::setup::remote;
 use crate::setup::start_md;
 use crate::sys;
 use crate::util;
 
 pub const USAGE: &str = "\
 usage: workbench setup [--client claude|codex|gemini|cursor|all]... [--dry-run]
+       workbench setup --remote URL [--token-env NAME] [--client …]... [--dry-run]
 
 Registers `workbench mcp` (this binary's absolute path, argument `mcp`) as the
 MCP server \"workbench\" in each AI CLI's user-wide config, then writes
@@ -31,7 +33,15 @@ says \"already configured\". A file it cannot edit safely (invalid JSON, an
 \"mcpServers\" that is not an object, TOML that defines the table some other
 way) is reported and left untouched.
 
+With --remote it registers a `workbench mcp --http` server on another machine
+instead (the URL it prints, e.g. http://bench:8765/mcp), in each CLI's own HTTP
+form. The token stays out of the files: each entry reads it from the
+environment variable NAME (default WORKBENCH_MCP_TOKEN), which you set to the
+output of `workbench mcp --http --show-token` on the bench machine.
+
 options:
+  --remote URL      register the remote server at URL (see above)
+  --token-env NAME  the variable holding its token (default WORKBENCH_MCP_TOKEN)
   --client C   which CLI to configure; repeat for several, or `all`.
                Default: every CLI whose config file or folder exists in $HOME.
   --dry-run    print what would change; write nothing (not even START.md)
@@ -42,18 +52,41 @@ START.md is still written (a lab machine reached over ssh needs only that).
 
 examples:
   workbench setup --client claude
+  workbench setup --remote http://bench.local:8765/mcp --client codex
   workbench setup --client codex --client gemini --dry-run
 ";
 
 struct Config {
     clients: Option<Vec<Client>>,
     dry_run: bool,
+    remote: Option<remote::Remote>,
 }
 
 fn parse_args(mut args: pico_args::Arguments) -> Result<Config, CliError> {
     let raw: Vec<String> = args.values_from_str("--client").map_err(arg_error(USAGE))?;
     let dry_run = args.contains("--dry-run");
+    let url: Option<String> = args
+        .opt_value_from_str("--remote")
+        .map_err(arg_error(USAGE))?;
+    let token_env: Option<String> = args
+        .opt_value_from_str("--token-env")
+        .map_err(arg_error(USAGE))?;
     finish(args, USAGE)?;
+    let remote = match (url, token_env) {
+        (None, Some(_)) => return Err(usage_error(USAGE, "--token-env needs --remote")),
+        (None, None) => None,
+        (Some(url), env) => {
+            let url = remote::parse_url(&url).map_err(|e| usage_error(USAGE, e))?;
+            let token_env = env.unwrap_or_else(|| remote::TOKEN_ENV.into());
+            if !remote::valid_env_name(&token_env) {
+                return Err(usage_error(
+                    USAGE,
+                    format!("--token-env {token_env:?} is not a variable name"),
+                ));
+            }
+            Some(remote::Remote { url, token_env })
+        }
+    };
     let clients = if raw.is_empty() {
         None
     } else {
@@ -82,7 +115,11 @@ fn parse_args(mut args: pico_args::Arguments) -> Result<Config, CliError> {
         }
         Some(out)
     };
-    Ok(Config { clients, dry_run })
+    Ok(Config {
+        clients,
+        dry_run,
+        remote,
+    })
 }
 
 /// `HOME`, which every client's config path is relative to.
@@ -147,7 +184,11 @@ pub fn run(args: pico_args::Arguments) -> CliResult {
         let path = client.config_path(&home);
         let head = format!("{:<7}{}", client.name(), tilde(&path, &home));
         let was = clients::registration(client, &home);
-        match clients::plan(client, &home, &target) {
+        let planned = match &cfg.remote {
+            Some(r) => remote::plan(client, &home, r),
+            None => clients::plan(client, &home, &target),
+        };
+        match planned {
             Err(e) => {
                 failed.push(client.name());
                 println!(
@@ -189,6 +230,9 @@ pub fn run(args: pico_args::Arguments) -> CliResult {
         }
     }
 
+    if let Some(r) = &cfg.remote {
+        return finish_remote(r, &chosen, &failed, cfg.dry_run);
+    }
     let start = project::home().join("START.md");
     if cfg.dry_run {
         println!(
@@ -211,6 +255,48 @@ pub fn run(args: pico_args::Arguments) -> CliResult {
     }
     if !cfg.dry_run && !chosen.is_empty() {
         println!("Restart your AI CLI so it starts `workbench mcp`, then ask it to read START.md.");
+    }
+    Ok(())
+}
+
+/// The end of a `--remote` run: where the token goes, and whether the
+/// server answers with it (when the variable is set here).
+fn finish_remote(
+    r: &remote::Remote,
+    chosen: &[Client],
+    failed: &[&str],
+    dry_run: bool,
+) -> CliResult {
+    if !chosen.is_empty() && failed.len() == chosen.len() {
+        return Err(CliError::Failed(format!(
+            "no client was configured ({} failed); see above",
+            failed.join(", ")
+        )));
+    }
+    let var = &r.token_env;
+    match std::env::var(var).ok().filter(|t| !t.trim().is_empty()) {
+        None => println!(
+            "The token stays out of these files: set {var} in the environment your AI CLI starts from, e.g.\n  \
+             export {var}=$(ssh BENCH workbench mcp --http --show-token)   # in ~/.profile"
+        ),
+        Some(token) => match remote::probe(&r.url, token.trim()) {
+            remote::Probe::Accepted => println!("{}: answers, and accepts the token in {var}", r.url),
+            remote::Probe::WrongToken => println!(
+                "warning: {} refuses the token in {var}; copy it again from `workbench mcp --http --show-token`",
+                r.url
+            ),
+            remote::Probe::NotOurs(s) => println!(
+                "warning: {} answered HTTP {s}, not as `workbench mcp --http`; check the URL",
+                r.url
+            ),
+            remote::Probe::Unreachable(e) => println!(
+                "warning: {} does not answer from here ({e}); is `workbench mcp --http --host 0.0.0.0` running on the bench?",
+                r.url
+            ),
+        },
+    }
+    if !dry_run && !chosen.is_empty() {
+        println!("Restart your AI CLI so it connects to {}.", r.url);
     }
     Ok(())
 }

@@ -318,8 +318,7 @@ fn origin_allowed(cfg: &HttpConfig, origin: &str) -> bool {
         .trim_matches(|c| c == '[' || c == ']')
         .to_ascii_lowercase();
     let wildcard = bound == "0.0.0.0" || bound == "::";
-    is_loopback_name(&host)
-        || (!wildcard && (host == bound || host == format!("[{bound}]")))
+    is_loopback_name(&host) || (!wildcard && (host == bound || host == format!("[{bound}]")))
 }
 
 fn is_loopback_name(host: &str) -> bool {
@@ -692,9 +691,9 @@ fn post(
     };
     let (tx, rx) = mpsc::channel();
     let out = Outbox::new(tx, vec![flag.clone(), ended]);
-    if method == "tools/call" {
-        watch_disconnect(writer, flag.clone());
-    }
+    let _watch = (method == "tools/call")
+        .then(|| watch_disconnect(writer, flag.clone()))
+        .flatten();
     super::handle_incoming(Incoming::Request { id, method, params }, &out);
     drop(out);
     let result = if stream {
@@ -736,30 +735,39 @@ fn cancel(sh: &Shared, sid: &str, request_id: &Value) {
     }
 }
 
-/// Sets `flag` when the client closes the connection while its call runs.
-/// `peek` blocks until bytes or EOF arrive and consumes nothing, so a next
-/// request on this connection is left for the reader.
-fn watch_disconnect(stream: &TcpStream, flag: Arc<AtomicBool>) {
-    let Ok(s) = stream.try_clone() else {
-        return;
-    };
-    let _ = std::thread::Builder::new()
+/// Sets `flag` if the client closes the connection while its call runs.
+/// The returned guard ends the watch when dropped (the call is answered).
+fn watch_disconnect(stream: &TcpStream, flag: Arc<AtomicBool>) -> Option<WatchGuard> {
+    use std::os::fd::AsRawFd;
+    let (wake_tx, wake_rx) = std::os::unix::net::UnixStream::pair().ok()?;
+    let sock = stream.try_clone().ok()?;
+    let handle = std::thread::Builder::new()
         .name("mcp-http-watch".into())
         .spawn(move || {
-            let mut b = [0u8; 1];
-            match s.peek(&mut b) {
-                Ok(0) => flag.store(true, Ordering::Relaxed),
-                Err(e)
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    flag.store(true, Ordering::Relaxed)
-                }
-                _ => {}
+            if sys::wait_hangup(sock.as_raw_fd(), wake_rx.as_raw_fd()) {
+                flag.store(true, Ordering::Relaxed);
             }
-        });
+        })
+        .ok()?;
+    Some(WatchGuard {
+        wake: Some(wake_tx),
+        handle: Some(handle),
+    })
+}
+
+struct WatchGuard {
+    wake: Option<std::os::unix::net::UnixStream>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        // Closing our end wakes the watcher; it exits at once.
+        drop(self.wake.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 fn initialize(sh: &Shared, msg: Incoming) -> Reply {
@@ -1034,7 +1042,10 @@ mod tests {
             status("POST /mcp HTTP/1.1\r\nHost: evil.example:8765\r\n\r\n".into()),
             Some(403)
         );
-        assert_eq!(status("POST /mcp HTTP/1.1\r\nHost: localhost:1\r\n\r\n".into()), Some(401));
+        assert_eq!(
+            status("POST /mcp HTTP/1.1\r\nHost: localhost:1\r\n\r\n".into()),
+            Some(401)
+        );
         assert_eq!(
             status("POST /mcp HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n".into()),
             Some(401)

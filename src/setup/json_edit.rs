@@ -218,6 +218,18 @@ pub fn upsert_server(
     fields: &[(String, Value)],
     is_current: impl Fn(&Value) -> bool,
 ) -> Result<Option<String>, String> {
+    upsert_server_without(text, name, fields, &[], is_current)
+}
+
+/// `upsert_server` that also removes the entry's keys named in `drop` (a
+/// remote entry must lose the `command` of a local one, and back).
+pub fn upsert_server_without(
+    text: &str,
+    name: &str,
+    fields: &[(String, Value)],
+    drop: &[&str],
+    is_current: impl Fn(&Value) -> bool,
+) -> Result<Option<String>, String> {
     let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
     if text.trim().is_empty() {
         let entry = render_entry(fields, Some("    "), "  ", nl);
@@ -245,7 +257,7 @@ pub fn upsert_server(
     let mut wanted_fields: Vec<(String, Value)> = fields.to_vec();
     if let Some(Value::Object(old)) = servers.and_then(|s| s.get(name)) {
         for (k, v) in old {
-            if !fields.iter().any(|(f, _)| f == k) {
+            if !fields.iter().any(|(f, _)| f == k) && !drop.contains(&k.as_str()) {
                 wanted_fields.push((k.clone(), v.clone()));
             }
         }

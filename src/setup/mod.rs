@@ -5,5 +5,6 @@
 
 pub mod clients;
 pub mod json_edit;
+pub mod remote;
 pub mod start_md;
 pub mod toml_edit;

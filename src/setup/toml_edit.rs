@@ -294,6 +294,16 @@ pub fn upsert_table(
     path: &[&str],
     body: &[(&str, String)],
 ) -> Result<Option<String>, String> {
+    upsert_table_without(text, path, body, &[])
+}
+
+/// `upsert_table` that also removes the table's statements named in `drop`.
+pub fn upsert_table_without(
+    text: &str,
+    path: &[&str],
+    body: &[(&str, String)],
+    drop: &[&str],
+) -> Result<Option<String>, String> {
     let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let doc = parse(text)?;
     let ours: String = body.iter().map(|(k, v)| format!("{k} = {v}{nl}")).collect();
@@ -323,7 +333,9 @@ pub fn upsert_table(
             for n in loc.header + 1..loc.body_end {
                 match &doc.kinds[n] {
                     Line::Statement { key } => {
-                        dropping = key.len() == 1 && body.iter().any(|(k, _)| *k == key[0]);
+                        dropping = key.len() == 1
+                            && (body.iter().any(|(k, _)| *k == key[0])
+                                || drop.contains(&key[0].as_str()));
                     }
                     Line::Continuation => {}
                     _ => dropping = false,
