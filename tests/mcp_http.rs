@@ -912,3 +912,121 @@ fn python_sdk_calls_every_tool() {
         json!(["ui://workbench/sdk"])
     );
 }
+
+#[test]
+fn setup_remote_writes_each_cli_http_form_without_the_token() {
+    watchdog(Duration::from_secs(60));
+    let home = TempHome::new("mcphttp-setup");
+    let s = HttpServer::start(&home, &[]);
+    let h = &home.path;
+    let claude_before = r#"{"numStartups": 3, "mcpServers": {"workbench": {"type": "stdio", "command": "/old/workbench", "args": ["mcp"]}, "other": {"command": "x"}}}"#;
+    std::fs::write(h.join(".claude.json"), claude_before).unwrap();
+    std::fs::create_dir_all(h.join(".codex")).unwrap();
+    let codex_before = "model = \"o3\"\n\n[mcp_servers.workbench]\ncommand = \"/old/workbench\"\nargs = [\"mcp\"]\n";
+    std::fs::write(h.join(".codex/config.toml"), codex_before).unwrap();
+    std::fs::create_dir_all(h.join(".gemini")).unwrap();
+    std::fs::create_dir_all(h.join(".cursor")).unwrap();
+    let url = s.url();
+    let setup = |extra: &[&str]| {
+        env_cmd(&home)
+            .env("WORKBENCH_MCP_TOKEN", &s.token)
+            .args(["setup", "--remote", &url, "--client", "all"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let listing = |home: &TempHome| -> Vec<String> {
+        let mut v: Vec<String> = [".", ".codex", ".gemini", ".cursor"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(home.path.join(d)).unwrap().flatten())
+            .map(|e| e.path().display().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // --dry-run writes nothing.
+    let before = listing(&home);
+    let o = setup(&["--dry-run"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("would"));
+    assert_eq!(listing(&home), before);
+    assert_eq!(
+        std::fs::read_to_string(h.join(".claude.json")).unwrap(),
+        claude_before
+    );
+
+    let o = setup(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("accepts the token"), "{out}");
+    let claude: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.join(".claude.json")).unwrap()).unwrap();
+    assert_eq!(claude["numStartups"], 3);
+    assert_eq!(claude["mcpServers"]["other"], json!({"command": "x"}));
+    assert_eq!(
+        claude["mcpServers"]["workbench"],
+        json!({"type": "http", "url": url, "headers": {"Authorization": "Bearer ${WORKBENCH_MCP_TOKEN}"}})
+    );
+    let codex = std::fs::read_to_string(h.join(".codex/config.toml")).unwrap();
+    assert!(
+        codex.contains(&format!("url = \"{url}\""))
+            && codex.contains("bearer_token_env_var = \"WORKBENCH_MCP_TOKEN\""),
+        "{codex}"
+    );
+    assert!(
+        codex.starts_with("model = \"o3\"") && !codex.contains("command"),
+        "{codex}"
+    );
+    let gemini: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.join(".gemini/settings.json")).unwrap())
+            .unwrap();
+    assert_eq!(gemini["mcpServers"]["workbench"]["httpUrl"], url.as_str());
+    let cursor: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.join(".cursor/mcp.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        cursor["mcpServers"]["workbench"]["headers"]["Authorization"],
+        "Bearer ${env:WORKBENCH_MCP_TOKEN}"
+    );
+    for f in [
+        ".claude.json",
+        ".codex/config.toml",
+        ".gemini/settings.json",
+        ".cursor/mcp.json",
+    ] {
+        assert!(
+            !std::fs::read_to_string(h.join(f))
+                .unwrap()
+                .contains(&s.token),
+            "the token leaked into {f}"
+        );
+    }
+    // Backups of the files that existed.
+    let after = listing(&home);
+    let backups: Vec<&String> = after.iter().filter(|p| p.contains(".bak-")).collect();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    assert!(backups
+        .iter()
+        .any(|b| std::fs::read_to_string(b).unwrap() == claude_before));
+    // Idempotent.
+    let o = setup(&[]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out.matches("already configured").count(), 4, "{out}");
+    assert_eq!(listing(&home), after);
+    // A wrong token is reported; bad arguments are usage errors.
+    let o = env_cmd(&home)
+        .env("WORKBENCH_MCP_TOKEN", "0".repeat(64))
+        .args(["setup", "--remote", &url, "--client", "claude"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("refuses the token"));
+    for bad in [
+        vec!["--remote", "ftp://x/mcp"],
+        vec!["--remote", "http://127.0.0.1:1"],
+        vec!["--token-env", "X"],
+        vec!["--remote", &url, "--token-env", "1bad"],
+    ] {
+        let o = env_cmd(&home).arg("setup").args(&bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+    }
+}
