@@ -21,6 +21,18 @@ else
   echo "== SKIPPED AgentChat compatibility test: node/npm not found"
 fi
 
+# MCP over Streamable HTTP with the official clients (conformance suite,
+# Inspector CLI, ext-apps host in Chromium); see tests/mcp_http/run.sh.
+if [[ -x tests/mcp_http/node_modules/node/bin/node ]]; then
+  echo "== MCP over HTTP: official clients"
+  ./tests/mcp_http/run.sh
+elif [[ "${WORKBENCH_REQUIRE_BROWSER:-0}" == 1 ]]; then
+  echo "tests/mcp_http needs its npm packages: (cd tests/mcp_http && npm ci)" >&2
+  exit 1
+else
+  echo "== SKIPPED MCP over HTTP client tests: run (cd tests/mcp_http && npm ci) to install them"
+fi
+
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [[ -x "$CHROMIUM" ]] && command -v node >/dev/null; then
   if [[ ! -d tests/browser/node_modules/playwright-core ]]; then

@@ -53,3 +53,12 @@ if timeout 60 "$NODE" node_modules/.bin/mcp-inspector --cli --transport http --s
   echo "Inspector listed tools without a token"; exit 1
 fi
 echo "Inspector without the token was refused"
+
+if [[ -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+  echo "== Chromium: a wait over HTTP with progress, and the page inline as an MCP App (ext-apps AppBridge host)"
+  WORKBENCH_BIN="$BIN" "$NODE" --test --test-concurrency=1 apps.test.mjs
+elif [[ "${WORKBENCH_REQUIRE_BROWSER:-0}" == 1 ]]; then
+  echo "Chromium is required for the MCP Apps test" >&2; exit 1
+else
+  echo "== SKIPPED MCP Apps browser test: no Chromium"
+fi
