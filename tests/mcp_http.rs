@@ -2,15 +2,15 @@
 //! spoken to over real sockets (a raw HTTP/1.1 client below, and the
 //! official MCP Python SDK when it is installed in tests/mcp_http/.venv).
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{eventually, watchdog, Proc, TempHome};
 use serde_json::{json, Value};
+use support::{eventually, raw_status, watchdog, Mcp, Proc, TempHome};
 
 /// A running `workbench mcp --http --port 0`.
 struct HttpServer {
@@ -298,7 +298,7 @@ fn call(c: &mut Conn, s: &HttpServer, sid: &str, tool: &str, args: Value) -> Val
 
 #[test]
 fn answers_like_stdio_with_sessions_and_keep_alive() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("mcphttp-basic");
     let s = HttpServer::start(&home, &[]);
     let (mut c, sid) = s.session();
@@ -308,7 +308,7 @@ fn answers_like_stdio_with_sessions_and_keep_alive() {
         &sid,
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
     );
-    let mut stdio = common::Mcp::start(&home);
+    let mut stdio = Mcp::start(&home);
     stdio.initialize();
     let stdio_tools = stdio.request("tools/list", json!({}));
     assert_eq!(http_tools["result"], stdio_tools["result"]);
@@ -380,7 +380,7 @@ type Case = (
 
 #[test]
 fn every_bad_request_gets_its_status_and_changes_nothing() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("mcphttp-bad");
     let s = HttpServer::start(&home, &[]);
     let (_c, sid) = s.session();
@@ -556,9 +556,9 @@ fn every_bad_request_gets_its_status_and_changes_nothing() {
         None,
     );
     assert_eq!(r.status, 404);
-    let raw = common::raw_status(s.port, &format!("POST /other HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n"));
+    let raw = raw_status(s.port, &format!("POST /other HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\r\n"));
     assert_eq!(raw, 404);
-    let raw = common::raw_status(
+    let raw = raw_status(
         s.port,
         &format!(
             "GET /mcp HTTP/1.1\r\nHost: x\r\n{}\r\n\r\n",
@@ -584,7 +584,7 @@ fn every_bad_request_gets_its_status_and_changes_nothing() {
 
 #[test]
 fn wait_streams_progress_and_a_vanished_client_leaves_nothing_running() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcphttp-wait");
     let s = HttpServer::start(&home, &[]);
     let (mut c, sid) = s.session();
@@ -684,7 +684,7 @@ fn wait_streams_progress_and_a_vanished_client_leaves_nothing_running() {
 
 #[test]
 fn a_hundred_concurrent_sessions_and_idle_expiry() {
-    watchdog(Duration::from_secs(90));
+    let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcphttp-many");
     let s = std::sync::Arc::new(HttpServer::start(&home, &["--session-idle", "2"]));
     let handles: Vec<_> = (0..100)
@@ -721,7 +721,7 @@ fn a_hundred_concurrent_sessions_and_idle_expiry() {
 
 #[test]
 fn get_stream_ends_with_the_session() {
-    watchdog(Duration::from_secs(30));
+    let _w = watchdog(Duration::from_secs(30));
     let home = TempHome::new("mcphttp-get");
     let s = HttpServer::start(&home, &[]);
     let (_c, sid) = s.session();
@@ -767,7 +767,7 @@ fn get_stream_ends_with_the_session() {
 #[test]
 fn token_is_made_once_with_mode_0600_and_shown() {
     use std::os::unix::fs::PermissionsExt;
-    watchdog(Duration::from_secs(20));
+    let _w = watchdog(Duration::from_secs(20));
     let home = TempHome::new("mcphttp-token");
     let show = || {
         let o = env_cmd(&home)
@@ -803,7 +803,7 @@ fn token_is_made_once_with_mode_0600_and_shown() {
 
 #[test]
 fn detached_server_is_found_by_doctor_and_stops_on_sigterm() {
-    watchdog(Duration::from_secs(30));
+    let _w = watchdog(Duration::from_secs(30));
     let home = TempHome::new("mcphttp-detach");
     let o = env_cmd(&home)
         .args(["mcp", "--http", "--port", "0", "--detach"])
@@ -841,7 +841,7 @@ fn detached_server_is_found_by_doctor_and_stops_on_sigterm() {
 /// tests/mcp_http/.venv is missing, unless WORKBENCH_REQUIRE_BROWSER=1 (CI).
 #[test]
 fn python_sdk_calls_every_tool() {
-    watchdog(Duration::from_secs(120));
+    let _w = watchdog(Duration::from_secs(120));
     let py =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http/.venv/bin/python");
     if !py.exists() {
@@ -915,7 +915,7 @@ fn python_sdk_calls_every_tool() {
 
 #[test]
 fn setup_remote_writes_each_cli_http_form_without_the_token() {
-    watchdog(Duration::from_secs(60));
+    let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("mcphttp-setup");
     let s = HttpServer::start(&home, &[]);
     let h = &home.path;
