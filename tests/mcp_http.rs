@@ -72,11 +72,22 @@ impl HttpServer {
 
     /// A kept-alive connection with an initialized session.
     fn session(&self) -> (Conn, String) {
+        self.session_with(&init_body())
+    }
+
+    /// A session of a client that declares MCP Apps.
+    fn ui_session(&self) -> (Conn, String) {
+        self.session_with(&init_with(
+            json!({"extensions": {"io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]}}}),
+        ))
+    }
+
+    fn session_with(&self, init: &str) -> (Conn, String) {
         let mut c = self.conn();
         let r = c.send(
             "POST",
             &[("Authorization", &format!("Bearer {}", self.token))],
-            Some(&init_body()),
+            Some(init),
         );
         assert_eq!(r.status, 200, "{}", r.text());
         let sid = r
@@ -124,8 +135,12 @@ impl HttpServer {
 }
 
 fn init_body() -> String {
+    init_with(json!({}))
+}
+
+fn init_with(capabilities: Value) -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        "protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "1"}}})
     .to_string()
 }
 
@@ -331,7 +346,35 @@ fn answers_like_stdio_with_sessions_and_keep_alive() {
     let (_, over_stdio) = stdio.call("workbench_list", json!({}));
     let over_http = call(&mut c, &s, &sid, "workbench_list", json!({}));
     assert_eq!(over_http, over_stdio);
-    // The MCP Apps resource of the project.
+    // Without the MCP Apps extension there are no ui:// resources; a client
+    // that declares it sees the resource, the metadata and the app tool.
+    let res = c.answer(
+        &s,
+        &sid,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "resources/list"}),
+    );
+    assert_eq!(res["result"]["resources"], json!([]));
+    let (mut c, sid) = s.ui_session();
+    let ui_tools = c.answer(
+        &s,
+        &sid,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    let ui_tools = ui_tools["result"]["tools"].as_array().unwrap();
+    assert_eq!(ui_tools.len(), 10);
+    let state_tool = ui_tools
+        .iter()
+        .find(|t| t["name"] == "workbench_state")
+        .unwrap();
+    assert_eq!(
+        state_tool["_meta"]["ui"]["resourceUri"],
+        "ui://workbench/app"
+    );
+    let app_tool = ui_tools
+        .iter()
+        .find(|t| t["name"] == "workbench_app_post")
+        .unwrap();
+    assert_eq!(app_tool["_meta"]["ui"]["visibility"], json!(["app"]));
     let res = c.answer(
         &s,
         &sid,
@@ -698,7 +741,7 @@ fn a_hundred_concurrent_sessions_and_idle_expiry() {
                     json!({"jsonrpc": "2.0", "id": i, "method": "tools/list"}),
                 );
                 assert_eq!(r["id"], i);
-                assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 10);
+                assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9);
                 let l = call(&mut c, &s, &sid, "workbench_list", json!({}));
                 assert!(l["projects"].is_array());
                 sid

@@ -30,6 +30,16 @@ pub const TOOL_RESOURCE: &str = "ui://workbench/app";
 const PREFIX: &str = "ui://workbench/";
 const SHIM: &str = include_str!("../../static/mcp-app.js");
 
+/// Whether an `initialize` declares the extension with our MIME type (or
+/// none listed). Other clients see the server exactly as before MCP Apps.
+pub fn client_shows_apps(params: &Value) -> bool {
+    let ext = &params["capabilities"]["extensions"][EXTENSION];
+    ext.is_object()
+        && ext["mimeTypes"]
+            .as_array()
+            .is_none_or(|m| m.iter().any(|t| t == MIME))
+}
+
 /// What `initialize` advertises under `capabilities.extensions`.
 pub fn extension_capability() -> Value {
     json!({ EXTENSION: {"mimeTypes": [MIME]} })

@@ -94,6 +94,8 @@ fn is_token(t: &str) -> bool {
 // ---------------------------------------------------------------- sessions
 
 struct Session {
+    /// The client declared the MCP Apps extension.
+    ui: bool,
     last_used: Instant,
     /// Requests running plus open GET streams: a busy session never expires.
     busy: usize,
@@ -679,18 +681,18 @@ fn post(
     let rpc_key = id.to_string();
     let stream = sse_ok && (!json_ok || long_call(&method, &params));
     let flag = Arc::new(AtomicBool::new(false));
-    let ended = {
+    let (ended, ui) = {
         let mut sessions = sh.sessions.lock().expect("sessions lock");
         match sessions.get_mut(&sid) {
             Some(s) => {
                 s.inflight.insert(rpc_key.clone(), flag.clone());
-                s.ended.clone()
+                (s.ended.clone(), s.ui)
             }
-            None => Arc::new(AtomicBool::new(true)),
+            None => (Arc::new(AtomicBool::new(true)), false),
         }
     };
     let (tx, rx) = mpsc::channel();
-    let out = Outbox::new(tx, vec![flag.clone(), ended]);
+    let out = Outbox::new(tx, vec![flag.clone(), ended]).with_ui(ui);
     let _watch = (method == "tools/call")
         .then(|| watch_disconnect(writer, flag.clone()))
         .flatten();
@@ -777,8 +779,12 @@ fn initialize(sh: &Shared, msg: Incoming) -> Reply {
         return refuse(503, "too many sessions; end one with DELETE or retry later");
     }
     drop(sessions);
+    let ui = match &msg {
+        Incoming::Request { params, .. } => super::apps::client_shows_apps(params),
+        _ => false,
+    };
     let (tx, rx) = mpsc::channel();
-    super::handle_incoming(msg, &Outbox::new(tx, Vec::new()));
+    super::handle_incoming(msg, &Outbox::new(tx, Vec::new()).with_ui(ui));
     let Some(Out::Line(answer)) = rx.into_iter().last() else {
         return refuse(500, "initialize gave no answer");
     };
@@ -788,6 +794,7 @@ fn initialize(sh: &Shared, msg: Incoming) -> Reply {
     sh.sessions.lock().expect("sessions lock").insert(
         id.clone(),
         Session {
+            ui,
             last_used: Instant::now(),
             busy: 0,
             ended: Arc::new(AtomicBool::new(false)),

@@ -18,7 +18,10 @@ async def main(url, token, project):
     async with create_mcp_http_client(headers=headers) as http, \
             streamable_http_client(url, http_client=http) as streams:
         read, write = streams[0], streams[1]
-        async with ClientSession(read, write) as s:
+        # Declares MCP Apps, as a GUI host does: the app-only tool and the
+        # ui:// resources are listed only for such clients.
+        ui = {"io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]}}
+        async with ClientSession(read, write, extensions=ui) as s:
             # Dumped by alias: the wire names, whatever the SDK's attribute names.
             init = (await s.initialize()).model_dump(by_alias=True, mode="json")
             print(json.dumps({"initialize": init["serverInfo"]["name"],
