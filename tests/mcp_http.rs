@@ -726,6 +726,51 @@ fn wait_streams_progress_and_a_vanished_client_leaves_nothing_running() {
 }
 
 #[test]
+fn notifications_cancelled_stops_a_wait_without_an_answer() {
+    let _w = watchdog(Duration::from_secs(60));
+    let home = TempHome::new("mcphttp-cancel");
+    let s = HttpServer::start(&home, &[]);
+    let (mut c, sid) = s.session();
+    call(
+        &mut c,
+        &s,
+        &sid,
+        "workbench_scaffold",
+        json!({"name": "c1"}),
+    );
+    let mut a = s.conn();
+    let body = json!({"jsonrpc": "2.0", "id": 21, "method": "tools/call", "params": {
+        "name": "workbench_wait", "arguments": {"project": "c1", "timeout_seconds": 50}}})
+    .to_string();
+    let auth = format!("Bearer {}", s.token);
+    a.write_head(
+        "POST",
+        &[("Authorization", &auth), ("Mcp-Session-Id", &sid)],
+        Some(&body),
+    );
+    let (status, _) = a.read_head();
+    assert_eq!(status, 200);
+    let r = c.rpc(&s, &sid, json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 21, "reason": "test"}}));
+    assert_eq!(r.status, 202);
+    // The stream ends within one wait slice, and carries no answer to 21.
+    let started = Instant::now();
+    let mut body = Vec::new();
+    while let Some(chunk) = a.read_chunk() {
+        body.extend(chunk);
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        !String::from_utf8_lossy(&body).contains("\"id\":21"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(eventually(Duration::from_secs(5), || !s
+        .thread_names()
+        .iter()
+        .any(|t| t.starts_with("tool-"))));
+}
+
+#[test]
 fn a_hundred_concurrent_sessions_and_idle_expiry() {
     let _w = watchdog(Duration::from_secs(90));
     let home = TempHome::new("mcphttp-many");

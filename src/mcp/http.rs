@@ -837,7 +837,9 @@ fn stream_answer(
         sse_head(w, session)?;
         loop {
             match rx.recv_timeout(KEEPALIVE) {
-                Ok(Out::Line(l)) => chunk(w, &sse_event(&l))?,
+                // A cancelled call gets no answer (spec: basic/utilities/cancellation).
+                Ok(Out::Line(l)) if !flag.load(Ordering::Relaxed) => chunk(w, &sse_event(&l))?,
+                Ok(Out::Line(_)) => {}
                 Ok(Out::Flush(done)) => {
                     let _ = done.send(());
                 }
