@@ -1118,3 +1118,30 @@ fn setup_remote_writes_each_cli_http_form_without_the_token() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
     }
 }
+
+#[test]
+fn stdio_offers_mcp_apps_to_a_client_that_declares_them() {
+    let _w = watchdog(Duration::from_secs(30));
+    let home = TempHome::new("mcphttp-stdio-ui");
+    let mut m = Mcp::start(&home);
+    let init = m.request(
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "clientInfo": {"name": "gui", "version": "1"},
+               "capabilities": {"extensions": {"io.modelcontextprotocol/ui": {"mimeTypes": ["text/html;profile=mcp-app"]}}}}),
+    );
+    assert_eq!(
+        init["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/ui"]["mimeTypes"],
+        json!(["text/html;profile=mcp-app"])
+    );
+    let tools = m.request("tools/list", json!({}));
+    let tools = tools["result"]["tools"].as_array().unwrap().clone();
+    assert_eq!(tools.len(), 10);
+    assert!(tools.iter().any(|t| t["name"] == "workbench_app_post"));
+    m.ok("workbench_scaffold", json!({"name": "s1"}));
+    let res = m.request("resources/list", json!({}));
+    assert_eq!(res["result"]["resources"][0]["uri"], "ui://workbench/s1");
+    let read = m.request("resources/read", json!({"uri": "ui://workbench/nope"}));
+    assert_eq!(read["error"]["code"], -32602, "{read}");
+    let read = m.request("resources/read", json!({"uri": "file:///etc/passwd"}));
+    assert_eq!(read["error"]["code"], -32602, "{read}");
+}
