@@ -42,6 +42,8 @@
     var name = args && (args.project || args.name);
     if (cfg.server || !name) return;
     cfg.project = name;
+    var label = document.getElementById("status-project");
+    if (label) label.textContent = name;
     rpc("resources/read", { uri: "ui://workbench/" + name }).then(function (r) {
       var c = r && r.contents && r.contents[0];
       var w = c && c._meta && c._meta.workbench;

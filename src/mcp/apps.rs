@@ -125,7 +125,12 @@ pub fn read_resource(params: &Value) -> Result<Value, RpcError> {
             .iter()
             .filter_map(|p| ServerInfo::load(p).ok().flatten())
             .collect();
-        let html = page(project::SCAFFOLD_HTML, &json!({"project": null}));
+        // The page template, unfilled by any project (the shim names it).
+        let template = project::SCAFFOLD_HTML
+            .replace("{{TITLE}}", "Workbench")
+            .replace("{{DESCRIPTION}}", "")
+            .replace("{{PROJECT}}", "");
+        let html = page(&template, &json!({"project": null}));
         return Ok(contents(uri, html, resource_meta(&infos)));
     }
     let p = ProjectName::parse(name)
@@ -159,10 +164,23 @@ fn page(index: &str, cfg: &Value) -> String {
     // `</` inside a script would end it early.
     let cfg = cfg.to_string().replace("</", "<\\/");
     let tag = format!("<script>window.__WORKBENCH_APP__ = {cfg};\n{SHIM}</script>");
-    match index.find("<head>") {
-        Some(i) => format!("{}{tag}{}", &index[..i + 6], &index[i + 6..]),
-        None => format!("{tag}{index}"),
-    }
+    // After the `<head …>` tag (any case, any attributes); without one, after
+    // a leading doctype, so the page never drops into quirks mode.
+    let lower = index.to_ascii_lowercase();
+    let after = |tag_start: usize| lower[tag_start..].find('>').map(|e| tag_start + e + 1);
+    let at = lower
+        .find("<head")
+        .filter(|i| lower[i + 5..].starts_with(|c: char| c == '>' || c.is_ascii_whitespace()))
+        .and_then(after)
+        .or_else(|| {
+            lower
+                .trim_start()
+                .starts_with("<!doctype")
+                .then(|| lower.find("<!doctype").and_then(after))
+                .flatten()
+        })
+        .unwrap_or(0);
+    format!("{}{tag}{}", &index[..at], &index[at..])
 }
 
 /// Whether a `tools/call` is for the app-only tool.
@@ -233,6 +251,25 @@ mod tests {
         let shim = html.find("__WORKBENCH_APP__").unwrap();
         assert!(shim < html.find("<title>").unwrap());
         assert!(!html[..html.find("<title>").unwrap()].contains("</script><b>"));
+    }
+
+    #[test]
+    fn the_shim_never_precedes_the_doctype() {
+        let cfg = json!({});
+        let p = page("<!DOCTYPE html><HTML><HEAD lang=x><title>t</title>", &cfg);
+        assert!(
+            p.starts_with("<!DOCTYPE html><HTML><HEAD lang=x><script>"),
+            "{p}"
+        );
+        let p = page("<!doctype html><p>no head</p>", &cfg);
+        assert!(p.starts_with("<!doctype html><script>"), "{p}");
+        let p = page("<p>bare</p>", &cfg);
+        assert!(p.starts_with("<script>") && p.ends_with("<p>bare</p>"));
+        let p = page("<!doctype html><header>x</header>", &cfg);
+        assert!(
+            p.starts_with("<!doctype html><script>"),
+            "a <header> is not the head: {p}"
+        );
     }
 
     #[test]

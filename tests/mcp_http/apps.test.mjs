@@ -49,6 +49,7 @@ test("MCP Apps: the page inline in an ext-apps host frame gets pushes and sends 
   await env.call("workbench_state", { project: "inline",
     template: '<p id="v">pushed-1</p><button id="go" data-workbench-click="inline-go">go</button>' });
   await frame.locator("#v").filter({ hasText: "pushed-1" }).waitFor({ timeout: 10_000 });
+  assert.equal(await frame.locator("#status-project").textContent(), "inline");
 
   // A click inside the frame comes back through workbench_wait.
   const waiting = env.call("workbench_wait", { project: "inline", names: ["inline-go"], timeout_seconds: 30 });
