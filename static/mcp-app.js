@@ -117,6 +117,28 @@
     };
   }
 
+  // A host frame sandboxed without allow-forms blocks form submission
+  // before the submit event fires. When a submit was asked for (a submit
+  // button, Enter in a field) and no submit event followed, fire one: the
+  // page's own handler takes it from there, as in a tab.
+  var submitted = null;
+  document.addEventListener("submit", function (e) { submitted = e.target; }, true);
+  function ensureSubmit(form) {
+    if (!form) return;
+    submitted = null;
+    setTimeout(function () {
+      if (submitted !== form) form.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
+    }, 0);
+  }
+  document.addEventListener("click", function (e) {
+    var b = e.target && e.target.closest && e.target.closest("button, input[type=submit]");
+    if (b && b.form && (b.type === "submit") && !e.defaultPrevented) ensureSubmit(b.form);
+  }, true);
+  document.addEventListener("keydown", function (e) {
+    var t = e.target;
+    if (e.key === "Enter" && t && t.form && t.tagName === "INPUT") ensureSubmit(t.form);
+  }, true);
+
   rpc("ui/initialize", {
     appInfo: { name: "workbench-page", version: "1" },
     appCapabilities: {},

@@ -50,6 +50,21 @@ test("MCP Apps: the page inline in an ext-apps host frame gets pushes and sends 
     template: '<p id="v">pushed-1</p><button id="go" data-workbench-click="inline-go">go</button>' });
   await frame.locator("#v").filter({ hasText: "pushed-1" }).waitFor({ timeout: 10_000 });
   assert.equal(await frame.locator("#status-project").textContent(), "inline");
+  // A log line, and a form submitted inside the frame.
+  await env.call("workbench_log", { project: "inline", message: "log-line-in-frame", level: "success" });
+  await frame.locator("#log-entries").filter({ hasText: "log-line-in-frame" }).waitFor({ timeout: 10_000 });
+  await env.call("workbench_state", { project: "inline",
+    template: '<form data-workbench="reading"><input name="volts" value="3.3"><button id="send">send</button></form>' });
+  await frame.locator("#send").click();
+  const form = await env.call("workbench_wait", { project: "inline", names: ["reading"], timeout_seconds: 30 });
+  assert.equal(form.events[0].data.volts, "3.3", JSON.stringify(form));
+  // Exactly once (no second, synthetic submit), even after a pause.
+  await new Promise((r) => setTimeout(r, 300));
+  const again = await env.call("workbench_events", { project: "inline", since: form.cursor });
+  assert.deepEqual(again.events.filter((e) => e.name === "reading"), []);
+  await env.call("workbench_state", { project: "inline",
+    template: '<p id="v">pushed-2</p><button id="go" data-workbench-click="inline-go">go</button>' });
+  await frame.locator("#v").filter({ hasText: "pushed-2" }).waitFor({ timeout: 10_000 });
 
   // A click inside the frame comes back through workbench_wait.
   const waiting = env.call("workbench_wait", { project: "inline", names: ["inline-go"], timeout_seconds: 30 });
