@@ -347,6 +347,10 @@ impl FileWatch {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
 /// Blocks until the peer of socket `sock` hangs up (POLLRDHUP: it closed or
 /// reset, even with unread bytes pending) or `wake` becomes readable or
 /// closes. True when it was the peer. Data arriving on `sock` (a client's

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::jsonrpc::{self, RpcError};
+use super::jsonrpc::{self, Id, RpcError};
+use super::workers::Workers;
 use super::Outbox;
 use crate::control;
 use crate::project::{self, Project, ProjectName, ServerInfo};
@@ -188,15 +189,41 @@ pub fn is_app_call(params: &Value) -> bool {
     params["name"] == APP_TOOL
 }
 
-/// Runs the app-only tool on its own thread: a page POST relayed to the
+/// Runs the app-only tool on a worker thread: a page POST relayed to the
 /// project server over loopback, answered like any tool.
-pub fn spawn_call(id: Value, params: Value, out: Outbox) {
-    let _ = std::thread::Builder::new()
-        .name("tool-app-post".into())
-        .spawn(move || {
-            let result = app_post(&params["arguments"]);
-            out.send(jsonrpc::success(&id, super::tools::to_call_result(result)));
-        });
+pub fn spawn_call(id: Id, params: Value, out: Outbox, workers: &Workers) {
+    let thread_out = out.clone();
+    let job = Box::new(move || {
+        let result = app_post(&params["arguments"]);
+        thread_out.send(jsonrpc::success_raw(
+            &id,
+            &super::tools::call_result_json(result),
+        ));
+    });
+    if let Err(e) = workers.run(job) {
+        out.send(jsonrpc::failure(
+            &Id::null(),
+            &RpcError::Internal(format!("cannot start a thread: {e}")),
+        ));
+    }
+}
+
+/// Answers `resources/read` on a worker thread (it reads the disk and may
+/// start the project's server).
+pub fn spawn_read(id: Id, params: Value, out: Outbox, workers: &Workers) {
+    let thread_out = out.clone();
+    let job = Box::new(move || {
+        thread_out.send(match read_resource(&params) {
+            Ok(v) => jsonrpc::success(&id, &v),
+            Err(e) => jsonrpc::failure(&id, &e),
+        })
+    });
+    if let Err(e) = workers.run(job) {
+        out.send(jsonrpc::failure(
+            &Id::null(),
+            &RpcError::Internal(format!("cannot start a thread: {e}")),
+        ));
+    }
 }
 
 fn app_post(a: &Value) -> Result<Value, String> {

@@ -5,7 +5,7 @@
 //! One endpoint, `/mcp`: POST carries one JSON-RPC message and is answered
 //! as JSON, or as an SSE stream when the call can take long (progress goes
 //! out before the answer); GET opens the optional server stream; DELETE ends
-//! a session. Every message goes through `super::handle_incoming`, the same
+//! a session. Every message goes through `Session::handle_message`, the same
 //! function stdio uses, so both transports give the same answers.
 //!
 //! Not here: TLS (put a reverse proxy in front), OAuth (a bearer token from
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::jsonrpc::{self, Incoming};
+use super::jsonrpc::{self, Message};
 use super::{Out, Outbox, MAX_LINE, PROTOCOL_VERSIONS};
 use crate::{project, sys, util};
 
@@ -94,8 +94,8 @@ fn is_token(t: &str) -> bool {
 // ---------------------------------------------------------------- sessions
 
 struct Session {
-    /// The client declared the MCP Apps extension.
-    ui: bool,
+    /// What the MCP layer knows about this client (the same type stdio uses).
+    core: super::Session,
     last_used: Instant,
     /// Requests running plus open GET streams: a busy session never expires.
     busy: usize,
@@ -109,6 +109,8 @@ struct Session {
 
 struct Shared {
     cfg: HttpConfig,
+    /// Worker threads for tool calls, shared by every session.
+    template: super::Session,
     sessions: Mutex<HashMap<String, Session>>,
     connections: AtomicUsize,
 }
@@ -442,6 +444,7 @@ pub fn run(cfg: HttpConfig) -> Result<(), String> {
 
     let shared = Arc::new(Shared {
         cfg,
+        template: super::Session::new(super::workers::Workers::new()),
         sessions: Mutex::new(HashMap::new()),
         connections: AtomicUsize::new(0),
     });
@@ -656,7 +659,7 @@ fn post(
         Ok(m) => m,
         Err((id, e)) => return Ok(Some(Reply::json(400, jsonrpc::failure(&id, &e)))),
     };
-    if let Incoming::Request { method, .. } = &msg {
+    if let Message::Request { method, .. } = &msg {
         if method == "initialize" {
             return Ok(Some(initialize(sh, msg)));
         }
@@ -668,8 +671,8 @@ fn post(
         Ok(s) => s,
         Err(r) => return Ok(Some(r)),
     };
-    let Incoming::Request { id, method, params } = msg else {
-        if let Incoming::Notification { method, params } = &msg {
+    let Message::Request { id, method, params } = msg else {
+        if let Message::Notification { method, params } = &msg {
             if method == "notifications/cancelled" {
                 cancel(sh, &sid, &params["requestId"]);
             }
@@ -678,25 +681,27 @@ fn post(
         // Notifications and responses are accepted without an answer.
         return Ok(Some(Reply::empty(202)));
     };
-    let rpc_key = id.to_string();
+    let rpc_key = id.to_value().to_string();
     let stream = sse_ok && (!json_ok || long_call(&method, &params));
     let flag = Arc::new(AtomicBool::new(false));
-    let (ended, ui) = {
+    // A copy of the session's MCP state, so no lock is held while the
+    // message is handled (answering may read the disk).
+    let (ended, mut core) = {
         let mut sessions = sh.sessions.lock().expect("sessions lock");
         match sessions.get_mut(&sid) {
             Some(s) => {
                 s.inflight.insert(rpc_key.clone(), flag.clone());
-                (s.ended.clone(), s.ui)
+                (s.ended.clone(), s.core.clone())
             }
-            None => (Arc::new(AtomicBool::new(true)), false),
+            None => (Arc::new(AtomicBool::new(true)), sh.template.fresh()),
         }
     };
     let (tx, rx) = mpsc::channel();
-    let out = Outbox::new(tx, vec![flag.clone(), ended]).with_ui(ui);
+    let out = Outbox::new(tx, vec![flag.clone(), ended]);
     let _watch = (method == "tools/call")
         .then(|| watch_disconnect(writer, flag.clone()))
         .flatten();
-    super::handle_incoming(Incoming::Request { id, method, params }, &out);
+    core.handle_message(Message::Request { id, method, params }, &out);
     drop(out);
     let result = if stream {
         stream_answer(writer, &sid, rx, &flag).map(|()| None)
@@ -772,19 +777,16 @@ impl Drop for WatchGuard {
     }
 }
 
-fn initialize(sh: &Shared, msg: Incoming) -> Reply {
+fn initialize(sh: &Shared, msg: Message) -> Reply {
     let mut sessions = sh.sessions.lock().expect("sessions lock");
     sh.sweep(&mut sessions);
     if sessions.len() >= MAX_SESSIONS {
         return refuse(503, "too many sessions; end one with DELETE or retry later");
     }
     drop(sessions);
-    let ui = match &msg {
-        Incoming::Request { params, .. } => super::apps::client_shows_apps(params),
-        _ => false,
-    };
+    let mut core = sh.template.fresh();
     let (tx, rx) = mpsc::channel();
-    super::handle_incoming(msg, &Outbox::new(tx, Vec::new()).with_ui(ui));
+    core.handle_message(msg, &Outbox::new(tx, Vec::new()));
     let Some(Out::Line(answer)) = rx.into_iter().last() else {
         return refuse(500, "initialize gave no answer");
     };
@@ -794,7 +796,7 @@ fn initialize(sh: &Shared, msg: Incoming) -> Reply {
     sh.sessions.lock().expect("sessions lock").insert(
         id.clone(),
         Session {
-            ui,
+            core,
             last_used: Instant::now(),
             busy: 0,
             ended: Arc::new(AtomicBool::new(false)),

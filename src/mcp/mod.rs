@@ -4,7 +4,11 @@
 //! delays a `ping`), and every outgoing line goes through one writer thread
 //! that owns stdout. Until `initialize` is answered only `ping` is served.
 //! Stdout carries protocol only; stderr stays quiet (a few lines a session).
+//! `http.rs` is the Streamable HTTP transport: each of its sessions is a
+//! `Session` too, so both transports answer every message alike.
 
+pub mod apps;
+pub mod http;
 pub mod jsonrpc;
 mod tools;
 mod workers;
@@ -12,7 +16,9 @@ mod workers;
 pub use tools::list as tool_list;
 
 use std::io::{self, BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -37,13 +43,32 @@ pub enum Out {
     Flush(SyncSender<()>),
 }
 
-/// Sends protocol lines to the single stdout writer.
+/// Sends protocol lines to the transport's single writer (stdout, or one
+/// HTTP response). `cancel` flags say the answer is no longer wanted (the
+/// HTTP client went away, cancelled, or ended its session): long tools stop early.
 #[derive(Clone)]
-pub struct Outbox(Sender<Out>);
+pub struct Outbox {
+    tx: Sender<Out>,
+    cancel: Vec<Arc<AtomicBool>>,
+}
 
 impl Outbox {
+    pub fn new(tx: Sender<Out>, cancel: Vec<Arc<AtomicBool>>) -> Outbox {
+        Outbox { tx, cancel }
+    }
+
     pub fn send(&self, line: String) {
-        let _ = self.0.send(Out::Line(line));
+        let _ = self.tx.send(Out::Line(line));
+    }
+
+    /// Whether `cancelled` can ever become true.
+    pub fn cancellable(&self) -> bool {
+        !self.cancel.is_empty()
+    }
+
+    /// True once nobody waits for this answer any more.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.iter().any(|c| c.load(Ordering::Relaxed))
     }
 }
 
@@ -109,14 +134,11 @@ pub fn run() -> Result<(), String> {
         .name("stdout-writer".into())
         .spawn(move || writer(rx))
         .expect("spawn writer");
-    let out = Outbox(tx.clone());
+    let out = Outbox::new(tx.clone(), Vec::new());
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut buf = Vec::new();
-    let mut session = Session {
-        workers: workers::Workers::new(),
-        initialized: false,
-    };
+    let mut session = Session::new(workers::Workers::new());
     loop {
         match read_line(&mut input, &mut buf) {
             Ok(None) => break,
@@ -147,23 +169,52 @@ pub fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// What the reader loop knows about the client.
-struct Session {
+/// What the server knows about one client: stdio's one, or one HTTP
+/// session. Both transports hand it every parsed message.
+#[derive(Clone)]
+pub struct Session {
     /// The threads tool calls run on.
     workers: workers::Workers,
     /// `initialize` has been answered. Until then only `ping` is served: "the
     /// client SHOULD NOT send requests other than pings before the server has
     /// responded to the initialize request" (MCP 2025-11-25, Lifecycle).
     initialized: bool,
+    /// The client declared the MCP Apps extension at `initialize`: only it is
+    /// shown the UI metadata, the `ui://` resources and the app-only tool.
+    ui: bool,
 }
 
 impl Session {
+    pub fn new(workers: workers::Workers) -> Session {
+        Session {
+            workers,
+            initialized: false,
+            ui: false,
+        }
+    }
+
+    /// A fresh session sharing this one's worker threads.
+    pub fn fresh(&self) -> Session {
+        Session::new(self.workers.clone())
+    }
+
     fn handle_line(&mut self, line: &str, out: &Outbox) {
         match jsonrpc::parse(line) {
             Err((id, err)) => out.send(jsonrpc::failure(&id, &err)),
-            Ok(Message::Notification { .. }) | Ok(Message::Response) => {}
-            Ok(Message::Request { id, method, params }) => {
-                let gated = matches!(method.as_str(), "tools/list" | "tools/call");
+            Ok(msg) => self.handle_message(msg, out),
+        }
+    }
+
+    /// Handles one parsed message: the answer (and any progress before it)
+    /// goes to `out`; tool calls answer from a worker thread.
+    pub fn handle_message(&mut self, msg: Message, out: &Outbox) {
+        match msg {
+            Message::Notification { .. } | Message::Response => {}
+            Message::Request { id, method, params } => {
+                let gated = matches!(
+                    method.as_str(),
+                    "tools/list" | "tools/call" | "resources/list" | "resources/read"
+                );
                 if gated && !self.initialized {
                     // The spec gives no code for this; the request is not
                     // valid in this state, which is JSON-RPC's Invalid Request.
@@ -175,10 +226,27 @@ impl Session {
                     return out.send(jsonrpc::failure(&id, &err));
                 }
                 match method.as_str() {
+                    "tools/call" if self.ui && apps::is_app_call(&params) => {
+                        apps::spawn_call(id, params, out.clone(), &self.workers)
+                    }
                     "tools/call" => tools::spawn_call(id, params, out.clone(), &self.workers),
+                    "tools/list" if self.ui => out.send(jsonrpc::success(
+                        &id,
+                        &json!({"tools": apps::with_ui_meta(tools::list())}),
+                    )),
                     "tools/list" => out.send(jsonrpc::success_raw(&id, tools::list_result_json())),
+                    "resources/list" if self.ui => {
+                        out.send(jsonrpc::success(&id, &apps::list_resources()))
+                    }
+                    "resources/list" => out.send(jsonrpc::success_raw(&id, r#"{"resources":[]}"#)),
+                    "resources/templates/list" => {
+                        out.send(jsonrpc::success_raw(&id, r#"{"resourceTemplates":[]}"#))
+                    }
+                    // Reads disk and may start a server: off the reader thread.
+                    "resources/read" => apps::spawn_read(id, params, out.clone(), &self.workers),
                     "initialize" => {
                         self.initialized = true;
+                        self.ui = apps::client_shows_apps(&params);
                         out.send(jsonrpc::success(&id, &initialize(&params)));
                     }
                     "ping" => out.send(jsonrpc::success_raw(&id, "{}")),
@@ -205,7 +273,11 @@ fn initialize(params: &Value) -> Value {
     let version = negotiate(params.get("protocolVersion").and_then(Value::as_str));
     json!({
         "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": false}},
+        "capabilities": {
+            "tools": {"listChanged": false},
+            "resources": {"listChanged": false},
+            "extensions": apps::extension_capability(),
+        },
         "serverInfo": {"name": "workbench", "title": "Workbench", "version": crate::VERSION},
         "instructions": INSTRUCTIONS,
     })

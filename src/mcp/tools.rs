@@ -50,6 +50,8 @@ pub struct Ctx {
     pub tool: &'static str,
     /// The client's progress token and the outbox to send progress on.
     pub progress: Option<(Value, Outbox)>,
+    /// Where the answer goes; it says when nobody waits for it any more.
+    pub out: Outbox,
 }
 
 /// One tool: what `tools/list` shows, and the function that runs it. This
@@ -151,7 +153,7 @@ pub static TOOLS: &[Tool] = &[
             "timeout_seconds": {"type": "number", "description": "How long to block, clamped to 1-50 (default 25)."}
         }), &["project"]),
         output_schema: || out_schema(json!({"status": {"type": "string", "enum": ["events", "pending"]}, "events": {"type": "array", "items": event_schema()}, "cursor": {"type": "integer"}})),
-        run: |a, c| wait(args(c.tool, a)?, c.progress.as_ref()),
+        run: |a, c| wait(args(c.tool, a)?, c.progress.as_ref(), &c.out),
     },
     Tool {
         name: "workbench_events",
@@ -206,7 +208,7 @@ pub fn list_result_json() -> &'static str {
 }
 
 /// A tool's outcome: a JSON result, or a message the AI can act on.
-type ToolResult = Result<Value, String>;
+pub(super) type ToolResult = Result<Value, String>;
 
 #[derive(Deserialize)]
 struct CallParams {
@@ -243,6 +245,7 @@ pub fn spawn_call(id: Id, params: Value, out: Outbox, workers: &Workers) {
         let ctx = Ctx {
             tool: tool.name,
             progress: progress.map(|t| (t, thread_out.clone())),
+            out: thread_out.clone(),
         };
         let result = (tool.run)(call.arguments.unwrap_or(Value::Null), &ctx);
         thread_out.send(jsonrpc::success_raw(&id, &call_result_json(result)));
@@ -257,7 +260,7 @@ pub fn spawn_call(id: Id, params: Value, out: Outbox, workers: &Workers) {
 
 /// The `tools/call` result as JSON text: the value is serialised once and
 /// that text is used twice, as `structuredContent` and (escaped) as the text item.
-fn call_result_json(result: ToolResult) -> String {
+pub(super) fn call_result_json(result: ToolResult) -> String {
     match result {
         Ok(v) => {
             let text = v.to_string();
@@ -462,7 +465,7 @@ fn check_since(since: Option<i64>) -> Result<u64, String> {
     }
 }
 
-fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>) -> ToolResult {
+fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolResult {
     let p = existing(&a.project)?;
     let since = check_since(a.since)?;
     let names = a.names.unwrap_or_default();
@@ -476,8 +479,10 @@ fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>) -> ToolResult {
     let started = Instant::now();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        // With a progress token, block in slices and send a keep-alive between.
-        let slice = if progress.is_some() {
+        // With a progress token, or a client that can go away (HTTP), block in
+        // slices: a keep-alive goes out between them, and a call nobody waits
+        // for any more ends within one slice.
+        let slice = if progress.is_some() || out.cancellable() {
             left.min(Duration::from_secs(5))
         } else {
             left
@@ -500,6 +505,9 @@ fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>) -> ToolResult {
         }
         if Instant::now() + Duration::from_millis(200) >= deadline {
             return Ok(json!({"status": "pending", "events": [], "cursor": since}));
+        }
+        if out.cancelled() {
+            return Err("cancelled: the client went away".into());
         }
         if let Some((token, out)) = progress {
             let elapsed = started.elapsed().as_secs();
