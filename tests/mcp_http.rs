@@ -958,7 +958,7 @@ fn python_sdk_calls_every_tool() {
             Ok("1"),
             "the Python SDK is required"
         );
-        eprintln!("SKIPPED: no tests/mcp_http/.venv (python3 -m venv tests/mcp_http/.venv && tests/mcp_http/.venv/bin/pip install mcp)");
+        eprintln!("SKIPPED: no tests/mcp_http/.venv (python3 -m venv tests/mcp_http/.venv && tests/mcp_http/.venv/bin/pip install mcp==2.3.0)");
         return;
     }
     let home = TempHome::new("mcphttp-sdk");
