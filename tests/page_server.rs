@@ -379,7 +379,13 @@ fn invalid_project_names_are_refused_and_nothing_is_created() {
     let _w = watchdog(Duration::from_secs(60));
     let home = TempHome::new("names");
     let long = "x".repeat(65);
-    for bad in ["../x", "", long.as_str(), "a b", "/abs", ".hidden"] {
+    // A name no other process uses, next to the temp home: `/tmp/x` may exist.
+    let sibling = format!(
+        "{}-escaped",
+        home.path.file_name().unwrap().to_string_lossy()
+    );
+    let escape = format!("../{sibling}");
+    for bad in [escape.as_str(), "", long.as_str(), "a b", "/abs", ".hidden"] {
         let out = home
             .cmd()
             .args(["serve", bad, "--port", "0", "--host", "127.0.0.1"])
@@ -394,7 +400,7 @@ fn invalid_project_names_are_refused_and_nothing_is_created() {
         0,
         "nothing may be created"
     );
-    assert!(!home.path.parent().unwrap().join("x").exists());
+    assert!(!home.path.parent().unwrap().join(&sibling).exists());
 }
 
 #[test]
