@@ -10,7 +10,18 @@ use std::time::Duration;
 use serde_json::json;
 use support::{watchdog, Relay, Ws};
 
-const FAST: &[&str] = &["--rate-burst", "100000", "--rate-per-sec", "100000"];
+/// Every client here is on 127.0.0.1: lift the per-connection, per-address
+/// and per-channel limits (tests/relay_trust.rs tests those).
+const FAST: &[&str] = &[
+    "--rate-burst",
+    "100000",
+    "--rate-per-sec",
+    "100000",
+    "--max-per-ip",
+    "10000",
+    "--connect-rate-burst",
+    "10000",
+];
 
 #[test]
 fn relay_200_clients_receive_every_message_in_order() {
