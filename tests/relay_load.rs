@@ -39,8 +39,8 @@ fn relay_200_clients_receive_every_message_in_order() {
     // messages in the order sent, and all receivers the same total order.
     let per_sender = 20;
     for round in 0..per_sender {
-        for s in 0..3 {
-            clients[s].msg("#general", &format!("s{s}-{round}"));
+        for (s, c) in clients.iter_mut().take(3).enumerate() {
+            c.msg("#general", &format!("s{s}-{round}"));
         }
     }
     let mut reference: Option<Vec<String>> = None;
