@@ -30,7 +30,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     // With --identity, identify with its key (and its name unless --name).
     let name = name.or_else(|| identity.as_ref().map(|i| i.name.clone()));
     if let Some(n) = &name {
-        client.identify(n, identity.as_ref().map(|i| i.pubkey.as_str()))?;
+        client.identify(n, identity.as_ref())?;
     }
     let got = client.request(&json!({"type": "LIST_AGENTS", "channel": channel}));
     let got = client.close_with(got)?;

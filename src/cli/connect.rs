@@ -9,6 +9,7 @@ use tungstenite::Message;
 
 use super::{arg_error, finish, positional, CliError, CliResult};
 use crate::relay::client::{self, open};
+use crate::relay::display::terminal_safe;
 use crate::relay::frame::{Incoming, ReadError};
 use crate::relay::protocol::{AgentId, ChannelName};
 
@@ -65,8 +66,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     }
     println!(
         "connected to {} as {}; current channel {}; /quit to leave",
-        client.url(),
-        client.agent_id().unwrap_or("?"),
+        terminal_safe(client.url()),
+        terminal_safe(client.agent_id().unwrap_or("?")),
         channels.last().map(|c| c.as_str()).unwrap_or("")
     );
     client.set_timeout(None);
@@ -250,32 +251,18 @@ fn show(v: &Value) {
         "PONG" | "WELCOME" => return,
         _ => v.to_string(),
     };
-    println!("{}", printable(&line));
-}
-
-/// Chat is shown as text: control characters another agent sent (ANSI
-/// escapes that could rewrite the terminal, bells, carriage returns) are
-/// printed escaped, e.g. `\u{1b}[2J`, never interpreted by the terminal.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    println!("{}", terminal_safe(&line));
 }
 
 #[cfg(test)]
-mod printable_tests {
+mod show_tests {
+    /// What `show` prints of a hostile MSG: every unsafe character escaped.
     #[test]
-    fn control_characters_are_escaped() {
+    fn hostile_text_is_escaped() {
+        let line = format!("[#g] @x: {}", "hi\u{1b}[2J\r\u{202e}gnp.exe\u{200b}");
         assert_eq!(
-            super::printable("hi\u{1b}[2J\r\u{7}there\tok"),
-            "hi\\u{1b}[2J\\r\\u{7}there\tok"
+            super::terminal_safe(&line),
+            "[#g] @x: hi\\u{1b}[2J\\u{d}\\u{202e}gnp.exe\\u{200b}"
         );
-        assert_eq!(super::printable("héllo ✓"), "héllo ✓");
     }
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 use super::print_json;
 use super::{arg_error, usage_error, CliResult};
 use crate::relay::client::open;
+use crate::relay::display::terminal_safe;
 use crate::relay::protocol::ChannelName;
 
 pub const USAGE: &str = "\
@@ -72,8 +73,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let list: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
     eprintln!(
         "workbench: listening on {} as {} in {}",
-        client.url(),
-        client.agent_id().unwrap_or("?"),
+        terminal_safe(client.url()),
+        terminal_safe(client.agent_id().unwrap_or("?")),
         list.join(" ")
     );
     client.set_timeout(None);

@@ -51,7 +51,10 @@ impl From<crate::relay::client::ClientError> for CliError {
 pub fn print_json(v: &serde_json::Value) -> std::io::Result<bool> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    match writeln!(out, "{v}").and_then(|_| out.flush()) {
+    // What a relay sent is untrusted: control, bidi and invisible characters
+    // go out as \u escapes (the same JSON value, inert on a terminal).
+    let line = crate::relay::display::json_line(v);
+    match writeln!(out, "{line}").and_then(|_| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e),

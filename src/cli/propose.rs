@@ -105,7 +105,7 @@ pub(super) fn exchange(
             msg["type"].as_str().unwrap_or("request")
         ))
     })?;
-    println!("{answer}");
+    super::print_json(&answer)?;
     Ok(())
 }
 

@@ -1,12 +1,18 @@
 //! `workbench relay`: run the AgentChat-compatible relay in the foreground.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::{arg_error, finish, usage_error, CliError, CliResult};
+use crate::ratelimit::Rate;
 use crate::relay::conn::Limits;
-use crate::relay::hub::HubConfig;
+use crate::relay::hub::{HubConfig, Quotas, TrustConfig};
+use crate::relay::proposals::StoreLimits;
 use crate::relay::server::{self, ServerConfig};
+use crate::relay::trust::Allowlist;
 
 pub const USAGE: &str = "\
-usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-frame 65536] [--outbox 256]
+usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [trust and quota options below]
 
 Runs an AgentChat 0.3.0 compatible WebSocket relay: agents IDENTIFY, JOIN
 channels (#general and #agents exist from the start), send MSG to channels
@@ -26,9 +32,46 @@ options:
   --max-frame BYTES    largest message accepted (default 65536)
   --outbox N           messages queued for a slow client before it is
                        dropped (default 256)
+  --max-per-ip N       connections per client address, IPv6 per /64
+                       (default 50)
+  --connect-rate-burst N, --connect-rate-per-sec X
+                       new connections per client address (default 60, 10)
+
+trust (docs/relay-trust.md):
+  --require-proof      a keyed IDENTIFY gets a CHALLENGE; WELCOME only after
+                       a verified VERIFY_IDENTITY (0.3.0 keyed clients are
+                       told PROOF_REQUIRED and closed; key-less ones work)
+  --challenge-timeout S  seconds to answer a CHALLENGE (default 60)
+  --identify-timeout S   a connection that has not identified after S
+                       seconds is closed (default 10)
+  --ts-window S        a signed MSG's ts may be S seconds from the relay's
+                       clock (default 300); its signature is accepted once
+  --allow FILE         only the keys in FILE (PEMs or exported identities)
+                       may IDENTIFY with a pubkey; re-read on SIGHUP
+  --no-ephemeral       refuse clients without a key
+
+quotas (every refusal is an ERROR with a code, and a log line):
+  --max-channels N     channels in total (default 1000)
+  --channels-per-hour K  CREATE_CHANNEL per agent per hour (default 10; a
+                       client address may create 4K)
+  --channel-idle S     a created channel empty for S seconds is freed
+                       (default 600; #general and #agents stay)
+  --max-invites N      invitations per channel (default 1000)
+  --ip-rate-burst N, --ip-rate-per-sec X
+                       MSG / INVITE / proposal messages per client address
+                       over all its connections (default 6x and 10x the
+                       per-connection rate)
+  --channel-rate-burst N, --channel-rate-per-sec X
+                       MSGs per channel from all senders (default 20x the
+                       per-connection rate)
+  --max-proposals N    proposals held in total (default 10000)
+  --max-pending N      pending proposals per proposer (default 100)
+  --proposal-expiry S  expiry of a proposal that sets none (default 3600;
+                       0: never, as 0.3.0)
 
 example:
   workbench relay --port 6667 --name lab-relay
+  workbench relay --require-proof --allow team-keys.txt --no-ephemeral
   workbench listen ws://localhost:6667 '#general'
 ";
 
@@ -79,6 +122,46 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
         .map_err(&e)?
         .unwrap_or(256);
     let log_messages = args.contains("--log-messages");
+    let max_per_ip: usize = args
+        .opt_value_from_str("--max-per-ip")
+        .map_err(&e)?
+        .unwrap_or(50);
+    let require_proof = args.contains("--require-proof");
+    let no_ephemeral = args.contains("--no-ephemeral");
+    let secs = |args: &mut pico_args::Arguments, flag: &'static str, default: u64| {
+        args.opt_value_from_str::<_, u64>(flag)
+            .map_err(&e)
+            .map(|v| v.unwrap_or(default))
+    };
+    let challenge_s = secs(&mut args, "--challenge-timeout", 60)?;
+    let identify_s = secs(&mut args, "--identify-timeout", 10)?;
+    let window_s = secs(&mut args, "--ts-window", 300)?;
+    let idle_s = secs(&mut args, "--channel-idle", 600)?;
+    let expiry_s = secs(&mut args, "--proposal-expiry", 3600)?;
+    let allow_file: Option<PathBuf> = args
+        .opt_value_from_os_str("--allow", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })
+        .map_err(&e)?;
+    let count = |args: &mut pico_args::Arguments, flag: &'static str, default: usize| {
+        args.opt_value_from_str::<_, usize>(flag)
+            .map_err(&e)
+            .map(|v| v.unwrap_or(default))
+    };
+    let max_channels = count(&mut args, "--max-channels", 1000)?;
+    let per_hour = count(&mut args, "--channels-per-hour", 10)?;
+    let max_invites = count(&mut args, "--max-invites", 1000)?;
+    let max_proposals = count(&mut args, "--max-proposals", 10_000)?;
+    let max_pending = count(&mut args, "--max-pending", 100)?;
+    let rate = |args: &mut pico_args::Arguments, flag: &'static str| {
+        args.opt_value_from_str::<_, f64>(flag).map_err(&e)
+    };
+    let ip_burst = rate(&mut args, "--ip-rate-burst")?;
+    let ip_per_sec = rate(&mut args, "--ip-rate-per-sec")?;
+    let ch_burst = rate(&mut args, "--channel-rate-burst")?;
+    let ch_per_sec = rate(&mut args, "--channel-rate-per-sec")?;
+    let conn_burst = rate(&mut args, "--connect-rate-burst")?.unwrap_or(60.0);
+    let conn_per_sec = rate(&mut args, "--connect-rate-per-sec")?.unwrap_or(10.0);
     finish(args, USAGE)?;
 
     if name.is_empty() || name.len() > 64 {
@@ -108,10 +191,84 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
             "--outbox must be between 16 and 1048576",
         ));
     }
+    if max_per_ip == 0 {
+        return Err(usage_error(USAGE, "--max-per-ip must be at least 1"));
+    }
+    for (flag, v) in [
+        ("--challenge-timeout", challenge_s),
+        ("--identify-timeout", identify_s),
+        ("--ts-window", window_s),
+    ] {
+        if !(1..=86_400).contains(&v) {
+            return Err(usage_error(
+                USAGE,
+                format!("{flag} must be 1 to 86400 seconds"),
+            ));
+        }
+    }
+    if max_channels < 2 {
+        return Err(usage_error(USAGE, "--max-channels must be at least 2"));
+    }
+    if per_hour == 0 || per_hour > 1_000_000 || max_invites == 0 || max_pending == 0 {
+        return Err(usage_error(
+            USAGE,
+            "--channels-per-hour, --max-invites and --max-pending must be at least 1",
+        ));
+    }
+    if max_proposals == 0 {
+        return Err(usage_error(USAGE, "--max-proposals must be at least 1"));
+    }
+    for (flag, v) in [
+        ("--ip-rate-burst", ip_burst),
+        ("--channel-rate-burst", ch_burst),
+        ("--connect-rate-burst", Some(conn_burst)),
+    ] {
+        if v.is_some_and(|b| !(b.is_finite() && b >= 1.0)) {
+            return Err(usage_error(USAGE, format!("{flag} must be at least 1")));
+        }
+    }
+    for (flag, v) in [
+        ("--ip-rate-per-sec", ip_per_sec),
+        ("--channel-rate-per-sec", ch_per_sec),
+        ("--connect-rate-per-sec", Some(conn_per_sec)),
+    ] {
+        if v.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+            return Err(usage_error(USAGE, format!("{flag} must be a number >= 0")));
+        }
+    }
+    // An unreadable or invalid allowlist stops the start (exit 2), naming
+    // the file and line.
+    let allow = match &allow_file {
+        Some(f) => {
+            Some(Allowlist::load(f).map_err(|m| usage_error(USAGE, format!("--allow: {m}")))?)
+        }
+        None => None,
+    };
+    let mut quotas = Quotas::for_rate(Rate::new(rate_burst, rate_per_sec));
+    quotas.max_channels = max_channels;
+    quotas.channels_per_hour = per_hour as u32;
+    quotas.channel_idle = Duration::from_secs(idle_s);
+    quotas.max_invites = max_invites;
+    quotas.ip_rate = Rate::new(
+        ip_burst.unwrap_or(quotas.ip_rate.burst),
+        ip_per_sec.unwrap_or(quotas.ip_rate.per_sec),
+    );
+    quotas.channel_rate = Rate::new(
+        ch_burst.unwrap_or(quotas.channel_rate.burst),
+        ch_per_sec.unwrap_or(quotas.channel_rate.per_sec),
+    );
+    quotas.proposals = StoreLimits {
+        max_total: max_proposals,
+        max_pending_per_agent: max_pending,
+        default_expiry_secs: expiry_s,
+    };
     Ok(ServerConfig {
         host,
         port,
         max_connections,
+        max_per_ip,
+        connect_rate: Rate::new(conn_burst, conn_per_sec),
+        allow_file,
         limits: Limits {
             max_message: max_frame,
             outbox,
@@ -122,6 +279,15 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
             rate_burst,
             rate_per_sec,
             log_messages,
+            trust: TrustConfig {
+                require_proof,
+                challenge_ms: challenge_s * 1000,
+                identify_ms: identify_s * 1000,
+                ts_window_ms: window_s * 1000,
+                no_ephemeral,
+                allow,
+            },
+            quotas,
         },
     })
 }

@@ -3,6 +3,11 @@
 //! read with [`FrameReader`], and one `WebSocket` does all the writing, so a
 //! ping from the relay is answered by whoever owns the writer. Not a general
 //! client library: no TLS (`wss://` is refused with a clear message).
+//!
+//! Proof of key (issue 12): [`Client::identify`] with an identity asks for
+//! a CHALLENGE (`prove: true`) and answers it with VERIFY_IDENTITY, so every
+//! caller works against a relay in either mode (docs/relay-trust.md). A
+//! relay's text in errors is escaped for terminals (`display`).
 
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -12,6 +17,7 @@ use serde_json::{json, Value};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
+use super::display::terminal_safe;
 use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
 use super::identity::Identity;
 use super::signing;
@@ -35,16 +41,31 @@ pub enum ClientError {
     Closed(String),
     /// The relay sent something we did not expect.
     Unexpected(String),
+    /// The address answered, but not as an AgentChat relay.
+    NotARelay { url: String, why: String },
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Everything here may hold bytes a relay (or a typo'd address) sent:
+        // escaped, so a terminal shows them and never obeys them.
+        let t = terminal_safe;
         match self {
-            ClientError::Address(m) => write!(f, "{m}"),
-            ClientError::Connect { url, why } => write!(f, "cannot connect to {url}: {why}"),
-            ClientError::Refused { code, message } => write!(f, "relay refused: {code}: {message}"),
-            ClientError::Closed(why) => write!(f, "connection to relay lost: {why}"),
-            ClientError::Unexpected(m) => write!(f, "unexpected answer from relay: {m}"),
+            ClientError::Address(m) => write!(f, "{}", t(m)),
+            ClientError::Connect { url, why } => {
+                write!(f, "cannot connect to {}: {}", t(url), t(why))
+            }
+            ClientError::Refused { code, message } => {
+                write!(f, "relay refused: {}: {}", t(code), t(message))
+            }
+            ClientError::Closed(why) => write!(f, "connection to relay lost: {}", t(why)),
+            ClientError::Unexpected(m) => write!(f, "unexpected answer from relay: {}", t(m)),
+            ClientError::NotARelay { url, why } => write!(
+                f,
+                "{} is not an AgentChat relay: {} (check the address and port)",
+                t(url),
+                t(why)
+            ),
         }
     }
 }
@@ -77,7 +98,82 @@ pub fn normalize_url(server: &str) -> Result<String> {
             "bad server address '{server}': no host"
         )));
     }
+    port_of(&uri)
+        .map_err(|why| ClientError::Address(format!("bad server address '{server}': {why}")))?;
     Ok(url)
+}
+
+/// The URL's port: as written (1–65535), or 80 for `ws://host` without one
+/// (a URL's default; a bare `host` was already given 6667). A port that
+/// does not fit is an error, never silently 80.
+fn port_of(uri: &tungstenite::http::Uri) -> std::result::Result<u16, String> {
+    // Read from the authority text: `Uri::port()` is `None` for a port
+    // that does not fit in a u16, which is how `:99999` used to become 80.
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+    let Some(colon) = authority[host_end..].rfind(':') else {
+        return Ok(80);
+    };
+    let text = &authority[host_end + colon + 1..];
+    match text.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid port '{text}' (must be 1 to 65535)")),
+    }
+}
+
+/// Why a handshake failed, in words that say what the address is.
+fn handshake_error(url: &str, e: tungstenite::Error) -> ClientError {
+    let not_relay = |why: String| ClientError::NotARelay {
+        url: url.to_string(),
+        why,
+    };
+    match e {
+        tungstenite::Error::Http(resp) => {
+            let status = resp.status();
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            // Our relay refuses over-limit connections before the
+            // handshake, with `ERROR CODE: message` as the body.
+            if let Some((code, message)) = body
+                .trim()
+                .strip_prefix("ERROR ")
+                .and_then(|b| b.split_once(": "))
+            {
+                return ClientError::Refused {
+                    code: code.to_string(),
+                    message: message.to_string(),
+                };
+            }
+            not_relay(format!(
+                "it answered HTTP {status} instead of a WebSocket upgrade"
+            ))
+        }
+        tungstenite::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            not_relay(format!(
+                "no WebSocket handshake answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        }
+        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            not_relay("it closed the connection during the WebSocket handshake".into())
+        }
+        tungstenite::Error::Protocol(p) => not_relay(format!(
+            "it did not answer with a WebSocket handshake ({p})"
+        )),
+        tungstenite::Error::Url(u) => ClientError::Address(format!("bad server address: {u}")),
+        other => ClientError::Connect {
+            url: url.to_string(),
+            why: format!("WebSocket handshake failed: {other}"),
+        },
+    }
 }
 
 /// An ERROR frame as a [`ClientError`], anything else as itself.
@@ -115,7 +211,7 @@ impl Client {
         };
         let uri: tungstenite::http::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
         let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-        let port = uri.port_u16().unwrap_or(80);
+        let port = port_of(&uri).map_err(ClientError::Address)?;
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|e| fail(format!("cannot resolve {host}: {e}")))?;
@@ -137,7 +233,16 @@ impl Client {
         let config = WebSocketConfig::default().read_buffer_size(1024);
         let (writer, _resp) =
             tungstenite::client::client_with_config(url.as_str(), stream.clone(), Some(config))
-                .map_err(|e| fail(format!("WebSocket handshake failed: {e}")))?;
+                .map_err(|e| match e {
+                    tungstenite::HandshakeError::Failure(e) => handshake_error(&url, e),
+                    tungstenite::HandshakeError::Interrupted(_) => ClientError::NotARelay {
+                        url: url.clone(),
+                        why: format!(
+                            "no WebSocket handshake answer within {} s",
+                            CONNECT_TIMEOUT.as_secs()
+                        ),
+                    },
+                })?;
         let _ = stream.0.set_read_timeout(None);
         let reader = FrameReader::new(stream.clone(), Role::Client, MAX_INCOMING);
         Ok(Client {
@@ -176,7 +281,10 @@ impl Client {
                 Ok(Incoming::Text(t)) => match serde_json::from_str(&t) {
                     Ok(v) => return Ok(Event::Msg(v)),
                     Err(_) => {
-                        return Err(ClientError::Unexpected("a frame that is not JSON".into()))
+                        return Err(ClientError::NotARelay {
+                            url: self.url.clone(),
+                            why: "it sent a text frame that is not JSON".into(),
+                        })
                     }
                 },
                 Ok(Incoming::Ping(p)) => return Ok(Event::Ping(p)),
@@ -217,24 +325,65 @@ impl Client {
         }
     }
 
-    /// IDENTIFY, with an identity's public key PEM if given (the relay then
+    /// IDENTIFY, with an identity's public key if given (the relay then
     /// derives our stable id from it and checks our signatures), and wait
     /// for WELCOME; returns our `@id`.
-    pub fn identify(&mut self, name: &str, pubkey: Option<&str>) -> Result<String> {
+    ///
+    /// With an identity this also proves we hold its private key: the
+    /// IDENTIFY carries `prove: true`, and a CHALLENGE (which a relay in
+    /// `--require-proof` mode sends in any case) is answered with
+    /// VERIFY_IDENTITY, a signature over
+    /// `AGENTCHAT_AUTH|<nonce>|<challenge_id>|<timestamp>`. A 0.3.0 relay
+    /// ignores `prove` and welcomes at once. Every caller gets this.
+    pub fn identify(&mut self, name: &str, identity: Option<&Identity>) -> Result<String> {
         let mut msg = json!({"type": "IDENTIFY", "name": name});
-        if let Some(pem) = pubkey {
-            msg["pubkey"] = json!(pem);
+        if let Some(id) = identity {
+            msg["pubkey"] = json!(id.pubkey);
+            msg["prove"] = json!(true);
         }
         self.send(&msg)?;
+        let not_relay = |url: &str, why: String| ClientError::NotARelay {
+            url: url.to_string(),
+            why,
+        };
         loop {
-            let v = check(self.recv()?)?;
-            if v["type"] == "WELCOME" {
-                let id = v["agent_id"]
-                    .as_str()
-                    .ok_or_else(|| ClientError::Unexpected("WELCOME without agent_id".into()))?
-                    .to_string();
-                self.agent_id = Some(id.clone());
-                return Ok(id);
+            let v = match self.recv() {
+                Err(ClientError::Closed(why)) if why.starts_with("timed out") => {
+                    return Err(not_relay(
+                        &self.url,
+                        "it did not answer IDENTIFY with WELCOME".into(),
+                    ))
+                }
+                other => other?,
+            };
+            match v["type"].as_str() {
+                Some("WELCOME") => {
+                    let id = v["agent_id"]
+                        .as_str()
+                        .ok_or_else(|| ClientError::Unexpected("WELCOME without agent_id".into()))?
+                        .to_string();
+                    self.agent_id = Some(id.clone());
+                    return Ok(id);
+                }
+                Some("ERROR") => {
+                    check(v)?;
+                }
+                Some("CHALLENGE") => {
+                    let Some(key) = identity else {
+                        return Err(ClientError::Unexpected(
+                            "the relay sent a CHALLENGE to a client without a key".into(),
+                        ));
+                    };
+                    self.send(&answer_challenge(&v, key)?)?;
+                }
+                // The relay may speak before WELCOME only with these.
+                _ => {
+                    let shown: String = v.to_string().chars().take(80).collect();
+                    return Err(not_relay(
+                        &self.url,
+                        format!("it answered IDENTIFY with {shown}"),
+                    ));
+                }
             }
         }
     }
@@ -288,12 +437,31 @@ impl Client {
     }
 }
 
+/// The VERIFY_IDENTITY that answers a CHALLENGE frame with `key`.
+pub fn answer_challenge(challenge: &Value, key: &Identity) -> Result<Value> {
+    let field = |k: &str| {
+        challenge[k]
+            .as_str()
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or_else(|| ClientError::Unexpected(format!("a CHALLENGE without {k}")))
+    };
+    let (challenge_id, nonce) = (field("challenge_id")?, field("nonce")?);
+    let timestamp = crate::util::now_ms();
+    let text = format!("AGENTCHAT_AUTH|{nonce}|{challenge_id}|{timestamp}");
+    Ok(json!({
+        "type": "VERIFY_IDENTITY",
+        "challenge_id": challenge_id,
+        "signature": key.sign(&text),
+        "timestamp": timestamp,
+    }))
+}
+
 /// Connects and identifies as `name`, with `identity`'s public key if given
 /// (`--identity F`): what most commands start with.
 pub fn open(server: &str, name: &str, identity: Option<&Identity>) -> Result<Client> {
     let mut c = Client::connect(server)?;
     c.set_timeout(Some(Duration::from_secs(10)));
-    c.identify(name, identity.map(|i| i.pubkey.as_str()))?;
+    c.identify(name, identity)?;
     Ok(c)
 }
 
@@ -330,6 +498,23 @@ mod tests {
         assert_eq!(normalize_url("h").ok(), Some("ws://h:6667".into()));
         assert!(normalize_url("wss://h").is_err());
         assert!(normalize_url("http://h").is_err());
+        for bad in [
+            "ws://h:99999",
+            "h:99999",
+            "ws://h:0",
+            "h:65536",
+            "ws://h:-1",
+        ] {
+            let e = normalize_url(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("port") || e.contains("bad server address"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            normalize_url("ws://h:65535").ok(),
+            Some("ws://h:65535".into())
+        );
     }
 
     #[test]

@@ -5,17 +5,18 @@
 //! keeps exactly one writer. Not here: what messages mean (`hub`) or how
 //! they are spelled (`protocol`).
 
-use std::net::TcpStream;
+use std::io::ErrorKind;
+use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use tungstenite::protocol::WebSocketConfig;
 
-use super::frame::{FrameReader, Incoming, ReadError, Role, ServerFrame, SharedStream};
+use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
 use super::hub::{ConnId, Hub};
 use super::outbox::{Outgoing, SendQueue};
-use super::protocol::{ClientMsg, Refusal, ServerMsg};
+use super::protocol::{ClientMsg, Refusal};
 use super::writer::{PeerQueue, Writer};
 use crate::util::{log_event, now_ms};
 
@@ -42,10 +43,10 @@ pub struct Limits {
 /// deeper steps touched is given back (`trim_stack`), so thousands of idle
 /// connections cost little resident memory.
 pub fn serve(hub: Arc<Hub>, writer: &Writer, stream: TcpStream, limits: Limits) {
-    let Some((shared, peer)) = handshake(stream) else {
+    let Some((shared, peer, ip)) = handshake(stream) else {
         return;
     };
-    let (id, outbox) = open(&hub, writer, &shared, peer, limits);
+    let (id, outbox) = open(&hub, writer, &shared, peer, ip, limits);
     let reason = read_loop(&hub, id, shared, &outbox, limits);
     close(&hub, id, reason, &outbox);
 }
@@ -57,10 +58,11 @@ fn open(
     writer: &Writer,
     shared: &SharedStream,
     peer: String,
+    ip: Option<IpAddr>,
     limits: Limits,
 ) -> (ConnId, PeerQueue) {
     let outbox = writer.add(shared.0.clone(), limits.outbox);
-    let id = hub.register(outbox.clone(), Some(shared.clone()));
+    let id = hub.register(outbox.clone(), Some(shared.clone()), ip);
     log_event("connect", json!({"conn": id, "peer": peer}));
     (id, outbox)
 }
@@ -85,11 +87,9 @@ fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerQueue) {
 /// are dropped right after. Not inlined, so its deep frames are gone (and
 /// can be trimmed) by the time the read loop starts.
 #[inline(never)]
-fn handshake(stream: TcpStream) -> Option<(SharedStream, String)> {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+fn handshake(stream: TcpStream) -> Option<(SharedStream, String, Option<IpAddr>)> {
+    let addr = stream.peer_addr().ok();
+    let peer = addr.map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let shared = SharedStream::new(stream);
@@ -107,7 +107,7 @@ fn handshake(stream: TcpStream) -> Option<(SharedStream, String)> {
         }
     };
     let _ = shared.0.set_read_timeout(None);
-    Some((shared, peer))
+    Some((shared, peer, addr.map(|a| a.ip())))
 }
 
 /// Reads until the peer leaves or breaks the protocol; returns why.
@@ -119,9 +119,26 @@ fn read_loop(
     outbox: &PeerQueue,
     limits: Limits,
 ) -> &'static str {
-    let mut reader = FrameReader::new(stream, Role::Server, limits.max_message);
+    let mut reader = FrameReader::new(stream.clone(), Role::Server, limits.max_message);
     let mut handled: u64 = 0;
+    // Until it has identified, a connection may only stay so long (the
+    // IDENTIFY deadline, or its CHALLENGE's expiry): reads time out then.
+    let mut deadline = hub.deadline(id);
     loop {
+        if let Some(at) = deadline {
+            let left = at.saturating_sub(now_ms());
+            if left == 0 {
+                if hub.expire(id) {
+                    return "identify deadline";
+                }
+                deadline = hub.deadline(id);
+                continue;
+            }
+            // A few ms past it, so the timeout never fires just before.
+            let _ = stream
+                .0
+                .set_read_timeout(Some(Duration::from_millis(left + 5)));
+        }
         // About to block: give back stack pages the last handler touched.
         // Always for a connection's first messages (IDENTIFY, JOIN: an
         // agent that then idles keeps only its shallow frames), then only
@@ -133,6 +150,17 @@ fn read_loop(
         handled += 1;
         let incoming = match reader.next() {
             Ok(m) => m,
+            Err(ReadError::Io(e))
+                if deadline.is_some()
+                    && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                // A timed-out read may have consumed part of a frame, so the
+                // connection cannot go on reading: it ends if still unidentified.
+                if hub.expire(id) {
+                    return "identify deadline";
+                }
+                return "read timed out";
+            }
             Err(ReadError::Io(_)) => return "connection closed",
             Err(ReadError::Protocol(what)) => {
                 let _ = outbox.try_send(Outgoing::Close(1002, what));
@@ -141,6 +169,12 @@ fn read_loop(
         };
         if let Err(reason) = handle_incoming(hub, id, incoming, outbox, limits) {
             return reason;
+        }
+        if deadline.is_some() {
+            deadline = hub.deadline(id);
+            if deadline.is_none() {
+                let _ = stream.0.set_read_timeout(None);
+            }
         }
     }
 }
@@ -183,13 +217,9 @@ fn handle_incoming(
         Incoming::Close(_) => return Err(CLOSED_BY_CLIENT),
     };
     if let Some(r) = refusal {
-        let text = ServerMsg::from(&r).encode(now_ms());
-        if outbox
-            .try_send(Outgoing::Text(ServerFrame::from(text)))
-            .is_err()
-        {
-            return Err("outbox full");
-        }
+        // Through the hub, so it is logged like every refusal; a full
+        // outbox there dooms this connection and its reads then fail.
+        hub.refuse(id, &r);
     }
     Ok(())
 }

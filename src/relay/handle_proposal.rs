@@ -1,151 +1,20 @@
-//! Proposal messages on the relay: a client's PROPOSAL / ACCEPT / REJECT /
-//! COMPLETE / DISPUTE object parsed into a [`Request`], its signature checked
-//! against the sender's pubkey, applied to the [`ProposalStore`], and answered
-//! with one frame for the actor and, where 0.3.0 sends it, the other party.
+//! Handling proposal messages on the relay: a validated [`ProposalRequest`]
+//! (parsed by `protocol` / `proposal_wire`) has its signature checked against
+//! the sender's pubkey, is applied to the [`ProposalStore`] (`proposals`),
+//! and is answered with one frame for the actor and, where 0.3.0 sends it,
+//! the other party.
 //!
 //! A function from request to response: no sockets, no locks. The hub looks
 //! up the sender and who is online, calls [`handle`], and delivers the
-//! [`Routed`] frame; it maps [`Refused`] to an ERROR frame in its one place.
+//! [`Routed`] frame; [`Refused`] becomes an ERROR in its one place here.
 
 use serde_json::{Map, Value};
 
 use super::identity;
+use super::proposal_wire::ProposalRequest;
 use super::proposals::{NewProposal, ProposalError, ProposalStore};
+use super::protocol::{ErrorCode, Refusal};
 use super::signing;
-
-/// A validated proposal message. Optional 0.3.0 fields that the relay only
-/// passes along stay JSON values.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    Propose {
-        to: String,
-        task: String,
-        amount: Value,
-        currency: Value,
-        payment_code: Value,
-        terms: Value,
-        /// Seconds from now.
-        expires: Option<f64>,
-        sig: String,
-    },
-    Accept {
-        proposal_id: String,
-        payment_code: Value,
-        sig: String,
-    },
-    Reject {
-        proposal_id: String,
-        reason: Value,
-        sig: String,
-    },
-    Complete {
-        proposal_id: String,
-        proof: Value,
-        sig: String,
-    },
-    Dispute {
-        proposal_id: String,
-        reason: String,
-        sig: String,
-    },
-}
-
-impl Request {
-    /// The wire type this request came as.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Request::Propose { .. } => "PROPOSAL",
-            Request::Accept { .. } => "ACCEPT",
-            Request::Reject { .. } => "REJECT",
-            Request::Complete { .. } => "COMPLETE",
-            Request::Dispute { .. } => "DISPUTE",
-        }
-    }
-
-    fn sig(&self) -> &str {
-        match self {
-            Request::Propose { sig, .. }
-            | Request::Accept { sig, .. }
-            | Request::Reject { sig, .. }
-            | Request::Complete { sig, .. }
-            | Request::Dispute { sig, .. } => sig,
-        }
-    }
-
-    /// Parses the client's object (with its `type`). The error is the
-    /// INVALID_MSG message, worded as 0.3.0 words it.
-    pub fn parse(obj: &Map<String, Value>) -> Result<Request, String> {
-        let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
-        let opt = |k: &str| obj.get(k).cloned().unwrap_or(Value::Null);
-        let text = |k: &str| match obj.get(k) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        };
-        // 0.3.0 only asks for a truthy `sig`; one that is not a string could
-        // never verify, so it is malformed here.
-        let sig = |unsigned: &str| match obj.get("sig") {
-            None | Some(Value::Null) => Err(unsigned.to_string()),
-            Some(Value::String(s)) if s.is_empty() => Err(unsigned.to_string()),
-            Some(Value::String(s)) if s.len() <= 1024 => Ok(s.clone()),
-            Some(_) => Err("Invalid signature format".to_string()),
-        };
-        let proposal_id = || text("proposal_id").ok_or_else(|| "Missing proposal_id".to_string());
-        match kind {
-            "PROPOSAL" => {
-                let to = match obj.get("to") {
-                    None | Some(Value::Null) => return Err("Missing target (to)".into()),
-                    Some(Value::String(s)) if s.is_empty() => {
-                        return Err("Missing target (to)".into())
-                    }
-                    Some(Value::String(s)) if s.starts_with('@') && s.len() > 1 => s.clone(),
-                    Some(_) => return Err("Proposals must be sent to an agent (@id)".into()),
-                };
-                let task = text("task").ok_or("Missing or invalid task description")?;
-                let sig = sig("Proposals must be signed")?;
-                let expires = match obj.get("expires") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Number(n)) => n.as_f64(),
-                    Some(_) => return Err("expires must be a number (seconds)".into()),
-                };
-                Ok(Request::Propose {
-                    to,
-                    task,
-                    amount: opt("amount"),
-                    currency: opt("currency"),
-                    payment_code: opt("payment_code"),
-                    terms: opt("terms"),
-                    expires,
-                    sig,
-                })
-            }
-            "ACCEPT" => Ok(Request::Accept {
-                proposal_id: proposal_id()?,
-                payment_code: opt("payment_code"),
-                sig: sig("Accept must be signed")?,
-            }),
-            "REJECT" => Ok(Request::Reject {
-                proposal_id: proposal_id()?,
-                reason: opt("reason"),
-                sig: sig("Reject must be signed")?,
-            }),
-            "COMPLETE" => Ok(Request::Complete {
-                proposal_id: proposal_id()?,
-                proof: opt("proof"),
-                sig: sig("Complete must be signed")?,
-            }),
-            "DISPUTE" => {
-                let proposal_id = proposal_id()?;
-                let reason = text("reason").ok_or("Missing or invalid dispute reason")?;
-                Ok(Request::Dispute {
-                    proposal_id,
-                    reason,
-                    sig: sig("Dispute must be signed")?,
-                })
-            }
-            other => Err(format!("Not a proposal message: {other}")),
-        }
-    }
-}
 
 /// Who sent the request: its wire id (`@k3f9x2ab`) and the pubkey PEM it
 /// identified with, if any.
@@ -177,8 +46,27 @@ impl Refused {
             Refused::SignatureRequired(m) => (*m).to_string(),
             Refused::InvalidSignature(m) => m.clone(),
             Refused::AgentNotFound(a) => format!("Agent {a} not found"),
+            Refused::Proposal(ProposalError::Replayed) => {
+                "PROPOSAL_REPLAYED: this exact signed PROPOSAL was accepted before; \
+                 a new proposal needs a new signature (change a signed field)"
+                    .to_string()
+            }
             Refused::Proposal(e) => e.reason().to_string(),
         }
+    }
+}
+
+impl From<Refused> for Refusal {
+    /// The one place a refused proposal message becomes an ERROR code.
+    fn from(r: Refused) -> Self {
+        let code = match r {
+            Refused::SignatureRequired(_) => ErrorCode::SignatureRequired,
+            Refused::InvalidSignature(_) => ErrorCode::InvalidSignature,
+            Refused::AgentNotFound(_) => ErrorCode::AgentNotFound,
+            Refused::Proposal(ProposalError::Replayed) => ErrorCode::ReplayDetected,
+            Refused::Proposal(_) => ErrorCode::InvalidProposal,
+        };
+        Refusal::new(code, r.message())
     }
 }
 
@@ -202,7 +90,7 @@ pub struct Routed {
 pub fn handle(
     store: &mut ProposalStore,
     actor: Actor<'_>,
-    req: Request,
+    req: ProposalRequest,
     raw: &Map<String, Value>,
     online: impl Fn(&str) -> bool,
     now: u64,
@@ -210,19 +98,19 @@ pub fn handle(
     store.sweep_if_due(now);
     let Some(pem) = actor.pubkey else {
         return Err(Refused::SignatureRequired(match req {
-            Request::Propose { .. } => {
+            ProposalRequest::Propose { .. } => {
                 "Proposals require persistent identity (IDENTIFY with a pubkey)"
             }
-            Request::Accept { .. } => "Accepting proposals requires persistent identity",
-            Request::Reject { .. } => "Rejecting proposals requires persistent identity",
-            Request::Complete { .. } => "Completing proposals requires persistent identity",
-            Request::Dispute { .. } => "Disputing proposals requires persistent identity",
+            ProposalRequest::Accept { .. } => "Accepting proposals requires persistent identity",
+            ProposalRequest::Reject { .. } => "Rejecting proposals requires persistent identity",
+            ProposalRequest::Complete { .. } => "Completing proposals requires persistent identity",
+            ProposalRequest::Dispute { .. } => "Disputing proposals requires persistent identity",
         }));
     };
     check_signature(pem, &req, raw)?;
     let me = actor.id;
     match req {
-        Request::Propose {
+        ProposalRequest::Propose {
             to,
             task,
             amount,
@@ -254,7 +142,7 @@ pub fn handle(
                 notify: Some(to),
             })
         }
-        Request::Accept {
+        ProposalRequest::Accept {
             proposal_id,
             payment_code,
             sig,
@@ -262,7 +150,7 @@ pub fn handle(
             let p = store.accept(&proposal_id, me, sig, payment_code, now)?;
             Ok(routed(p, me, now))
         }
-        Request::Reject {
+        ProposalRequest::Reject {
             proposal_id,
             reason,
             sig,
@@ -270,7 +158,7 @@ pub fn handle(
             let p = store.reject(&proposal_id, me, sig, reason, now)?;
             Ok(routed(p, me, now))
         }
-        Request::Complete {
+        ProposalRequest::Complete {
             proposal_id,
             proof,
             sig,
@@ -278,7 +166,7 @@ pub fn handle(
             let p = store.complete(&proposal_id, me, sig, proof, now)?;
             Ok(routed(p, me, now))
         }
-        Request::Dispute {
+        ProposalRequest::Dispute {
             proposal_id,
             reason,
             sig,
@@ -302,7 +190,11 @@ fn routed(p: &super::proposals::Proposal, me: &str, now: u64) -> Routed {
 
 /// Beyond 0.3.0, which only relays signatures: the relay refuses a proposal
 /// message whose signature does not verify against the sender's pubkey.
-fn check_signature(pem: &str, req: &Request, raw: &Map<String, Value>) -> Result<(), Refused> {
+fn check_signature(
+    pem: &str,
+    req: &ProposalRequest,
+    raw: &Map<String, Value>,
+) -> Result<(), Refused> {
     let text = signing::signing_text(raw).unwrap_or_default();
     let verified = identity::parse_pubkey(pem)
         .map(|key| identity::verify(&key, &text, req.sig()))
@@ -331,7 +223,6 @@ fn shown(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::relay::identity::Identity;
-    use crate::relay::protocol::Refusal;
     use serde_json::json;
 
     impl Refused {
@@ -376,7 +267,7 @@ mod tests {
         raw: Map<String, Value>,
         now: u64,
     ) -> Result<Routed, Refused> {
-        let req = Request::parse(&raw).expect("valid request");
+        let req = ProposalRequest::parse(&raw).expect("valid request");
         handle(store, who.actor(), req, &raw, |_| true, now)
     }
 
@@ -385,7 +276,13 @@ mod tests {
     }
 
     fn propose(store: &mut ProposalStore, a: &Party, b: &Party, expires: u64) -> String {
-        let raw = a.signed(json!({"type":"PROPOSAL","to":b.id,"task":"write docs","amount":2.5,"currency":"USDC","expires":expires}));
+        // A distinct task each time: the same signed PROPOSAL twice is a replay.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let task = format!(
+            "write docs {}",
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let raw = a.signed(json!({"type":"PROPOSAL","to":b.id,"task":task,"amount":2.5,"currency":"USDC","expires":expires}));
         let r = send(store, a, raw, T0).unwrap();
         assert_eq!(r.notify.as_deref(), Some(b.id.as_str()));
         frame(&r)["id"].as_str().unwrap().to_string()
@@ -493,11 +390,25 @@ mod tests {
     }
 
     #[test]
+    fn a_resent_proposal_is_a_replay() {
+        let (a, b) = (Party::new("a"), Party::new("b"));
+        let mut store = ProposalStore::default();
+        let raw = a.signed(json!({"type":"PROPOSAL","to":b.id,"task":"t","terms":"x"}));
+        send(&mut store, &a, raw.clone(), T0).unwrap();
+        // The same signed fields, even with other (unsigned) terms.
+        let mut again = raw;
+        again.insert("terms".into(), json!("pay me double"));
+        let e = send(&mut store, &a, again, T0 + 10).unwrap_err();
+        assert_eq!(e.code(), "REPLAY_DETECTED");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
     fn no_pubkey_means_signature_required() {
         let b = Party::new("b");
         let mut store = ProposalStore::default();
         let raw = b.signed(json!({"type":"PROPOSAL","to":"@x","task":"t"}));
-        let req = Request::parse(&raw).unwrap();
+        let req = ProposalRequest::parse(&raw).unwrap();
         let anon = Actor {
             id: "@anon1234",
             pubkey: None,
@@ -511,7 +422,7 @@ mod tests {
         let (a, b) = (Party::new("a"), Party::new("b"));
         let mut store = ProposalStore::default();
         let raw = a.signed(json!({"type":"PROPOSAL","to":b.id,"task":"t"}));
-        let req = Request::parse(&raw).unwrap();
+        let req = ProposalRequest::parse(&raw).unwrap();
         let e = handle(&mut store, a.actor(), req, &raw, |_| false, T0).unwrap_err();
         assert_eq!(e.code(), "AGENT_NOT_FOUND");
         assert_eq!(e.message(), format!("Agent {} not found", b.id));
@@ -591,70 +502,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn parse_refuses_malformed_requests_like_0_3_0() {
-        let bad = |v: Value| Request::parse(v.as_object().unwrap()).unwrap_err();
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","task":"t","sig":"s"})),
-            "Missing target (to)"
-        );
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","to":"#general","task":"t","sig":"s"})),
-            "Proposals must be sent to an agent (@id)"
-        );
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","to":"@x","sig":"s"})),
-            "Missing or invalid task description"
-        );
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","to":"@x","task":7,"sig":"s"})),
-            "Missing or invalid task description"
-        );
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","to":"@x","task":"t"})),
-            "Proposals must be signed"
-        );
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","to":"@x","task":"t","sig":"s","expires":"300"})),
-            "expires must be a number (seconds)"
-        );
-        assert_eq!(
-            bad(json!({"type":"PROPOSAL","to":"@x","task":"t","sig":5})),
-            "Invalid signature format"
-        );
-        assert_eq!(
-            bad(json!({"type":"ACCEPT","sig":"s"})),
-            "Missing proposal_id"
-        );
-        assert_eq!(
-            bad(json!({"type":"ACCEPT","proposal_id":"p"})),
-            "Accept must be signed"
-        );
-        assert_eq!(
-            bad(json!({"type":"REJECT","proposal_id":"p","sig":""})),
-            "Reject must be signed"
-        );
-        assert_eq!(
-            bad(json!({"type":"COMPLETE","proposal_id":"p"})),
-            "Complete must be signed"
-        );
-        assert_eq!(
-            bad(json!({"type":"DISPUTE","proposal_id":"p","sig":"s"})),
-            "Missing or invalid dispute reason"
-        );
-        assert_eq!(
-            bad(json!({"type":"DISPUTE","proposal_id":"p","reason":"r"})),
-            "Dispute must be signed"
-        );
-        let ok = Request::parse(
-            json!({"type":"PROPOSAL","to":"@x","task":"t","sig":"s","expires":null})
-                .as_object()
-                .unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(ok, Request::Propose { expires: None, .. }));
-    }
-
     /// Messages exactly as Node (standing in for a 0.3.0 client) signed them
     /// verify here: the relay accepts real 0.3.0 proposals.
     #[test]
@@ -669,7 +516,7 @@ mod tests {
         let mut checked = 0;
         for s in v["signatures"].as_array().unwrap() {
             let raw = s["message"].as_object().unwrap();
-            let Ok(req) = Request::parse(raw) else {
+            let Ok(req) = ProposalRequest::parse(raw) else {
                 continue;
             };
             check_signature(&node.pubkey, &req, raw).unwrap();

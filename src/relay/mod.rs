@@ -6,18 +6,24 @@
 //! (listen, accept, signals) in `server`, and the blocking client in
 //! `client`. Identities and proposals (issue 7):
 //! keys and the identity file in `identity`, the exact signed texts in
-//! `signing`, the proposal store in `proposals`, and proposal messages in
-//! `handle_proposal`, which `hub` dispatches to.
+//! `signing`, the proposal store in `proposals`, their wire form in
+//! `proposal_wire`, and their handling in `handle_proposal`, which `hub`
+//! dispatches to. Trust (issue 12): key bindings, replay memory, the
+//! allowlist and the proof challenge in `trust`; what a terminal may be
+//! shown of a relay's text in `display`.
 
 pub mod client;
 pub mod conn;
+pub mod display;
 pub mod frame;
 pub mod handle_proposal;
 pub mod hub;
 pub mod identity;
 pub mod outbox;
+pub mod proposal_wire;
 pub mod proposals;
 pub mod protocol;
 pub mod server;
 pub mod signing;
+pub mod trust;
 pub mod writer;

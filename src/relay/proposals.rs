@@ -6,24 +6,56 @@
 //! does I/O beyond drawing random id bytes. Expiry is applied lazily when a
 //! proposal is touched, and `sweep` (called periodically by whoever owns the
 //! store, e.g. the relay's hub loop) expires and forgets old ones; there is no
-//! timer per proposal. Not here: signatures (checked by the caller before it
-//! calls in) and the wire protocol's parsing.
+//! timer per proposal. Bounded (issue 12): at most `max_total` held, at most
+//! `max_pending_per_agent` pending from one proposer, a default expiry for
+//! proposals that set none, and finished or expired ones are evicted first
+//! when the store is full. It also remembers the signatures of accepted
+//! PROPOSALs, so a captured one cannot be resent. Not here: verifying
+//! signatures (the caller does, before it calls in), parsing
+//! (`proposal_wire`), or encoding frames (`protocol::ServerMsg`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
 use serde_json::Value;
+
+use super::protocol::ServerMsg;
 
 /// How long a finished proposal (or one past its expiry) is kept for late
 /// lookups before `sweep` forgets it. 0.3.0 keeps expired ones for 24 hours.
 pub const RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 /// How often `sweep_if_due` actually sweeps (0.3.0 sweeps once a minute).
 pub const SWEEP_EVERY_MS: u64 = 60 * 1000;
-/// Live proposals the store holds at most, so no client can grow the relay's
-/// memory without bound; creation beyond it is refused.
-pub const MAX_PROPOSALS: usize = 100_000;
+/// Default bounds (`workbench relay --max-proposals`, `--max-pending`,
+/// `--proposal-expiry`).
+pub const MAX_PROPOSALS: usize = 10_000;
+pub const MAX_PENDING_PER_AGENT: usize = 100;
+pub const DEFAULT_EXPIRY_SECS: u64 = 3600;
+/// Accepted PROPOSAL signatures remembered, oldest forgotten first.
+const USED_SIGS_PER_PROPOSAL: usize = 10;
+
+/// How much the store may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Proposals held in total, in any state.
+    pub max_total: usize,
+    /// Pending proposals one agent may have sent and not yet had answered.
+    pub max_pending_per_agent: usize,
+    /// Expiry given to a proposal that sets none (or 0); 0 keeps 0.3.0's
+    /// "never".
+    pub default_expiry_secs: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_total: MAX_PROPOSALS,
+            max_pending_per_agent: MAX_PENDING_PER_AGENT,
+            default_expiry_secs: DEFAULT_EXPIRY_SECS,
+        }
+    }
+}
 
 /// Why an action on a proposal was refused. On the wire each is an ERROR with
 /// code `INVALID_PROPOSAL` and `reason()` as its message, as 0.3.0 sends.
@@ -40,8 +72,12 @@ pub enum ProposalError {
     NotAccepted(Status),
     /// Only the two parties may complete or dispute.
     NotParty,
-    /// The store is at `MAX_PROPOSALS` (beyond 0.3.0, which has no cap).
+    /// The store is full of live proposals (beyond 0.3.0, which has no cap).
     TooMany,
+    /// The proposer has `max_pending_per_agent` pending proposals.
+    TooManyPending,
+    /// This exact signed PROPOSAL was accepted before (a replay).
+    Replayed,
 }
 
 impl ProposalError {
@@ -55,6 +91,8 @@ impl ProposalError {
             ProposalError::NotAccepted(_) => "PROPOSAL_NOT_ACCEPTED",
             ProposalError::NotParty => "NOT_PROPOSAL_PARTY",
             ProposalError::TooMany => "TOO_MANY_PROPOSALS",
+            ProposalError::TooManyPending => "TOO_MANY_PENDING_PROPOSALS",
+            ProposalError::Replayed => "PROPOSAL_REPLAYED",
         }
     }
 }
@@ -189,10 +227,10 @@ impl Proposal {
         self.from == agent || self.to == agent
     }
 
-    /// The PROPOSAL frame sent to the recipient and echoed to the proposer
-    /// (the echo tells the proposer its id), stamped with `ts`.
-    pub fn proposal_frame(&self, ts: u64) -> String {
-        let body = ProposalView {
+    /// The PROPOSAL message sent to the recipient and echoed to the proposer
+    /// (the echo tells the proposer its id).
+    pub fn proposal_msg(&self) -> ServerMsg<'_> {
+        ServerMsg::Proposal {
             id: &self.id,
             from: &self.from,
             to: &self.to,
@@ -205,120 +243,79 @@ impl Proposal {
             status: self.status().as_str(),
             created_at: self.created_at,
             sig: &self.sig,
-        };
-        frame("PROPOSAL", body, ts)
+        }
     }
 
-    /// The ACCEPT / REJECT / COMPLETE / DISPUTE frame reporting the latest
-    /// transition (0.3.0's `formatProposalResponse`), stamped with `ts`.
-    /// `None` while pending or expired: nothing to report.
-    pub fn response_frame(&self, ts: u64) -> Option<String> {
-        let (kind, detail) = match &self.state {
+    /// The ACCEPT / REJECT / COMPLETE / DISPUTE message reporting the latest
+    /// transition (0.3.0's `formatProposalResponse`). `None` while pending
+    /// or expired: nothing to report.
+    pub fn response_msg(&self) -> Option<ServerMsg<'_>> {
+        let (proposal_id, status, updated_at) =
+            (self.id.as_str(), self.status().as_str(), self.updated_at);
+        let (from, to) = (self.from.as_str(), self.to.as_str());
+        Some(match &self.state {
             State::Pending | State::Expired => return None,
-            State::Accepted(a) => (
-                "ACCEPT",
-                Detail::Accept {
-                    payment_code: &a.payment_code,
-                    sig: &a.sig,
-                },
-            ),
-            State::Rejected { sig, reason } => ("REJECT", Detail::Reject { reason, sig }),
-            State::Completed(_, s) => (
-                "COMPLETE",
-                Detail::Complete {
-                    completed_by: &s.by,
-                    completed_at: s.at,
-                    proof: &s.note,
-                    sig: &s.sig,
-                },
-            ),
-            State::Disputed(_, s) => (
-                "DISPUTE",
-                Detail::Dispute {
-                    disputed_by: &s.by,
-                    disputed_at: s.at,
-                    reason: &s.note,
-                    sig: &s.sig,
-                },
-            ),
-        };
-        let body = ResponseView {
-            proposal_id: &self.id,
-            status: self.status().as_str(),
-            updated_at: self.updated_at,
-            from: &self.from,
-            to: &self.to,
-            detail,
-        };
-        Some(frame(kind, body, ts))
+            State::Accepted(a) => ServerMsg::Accept {
+                proposal_id,
+                status,
+                updated_at,
+                from,
+                to,
+                payment_code: &a.payment_code,
+                sig: &a.sig,
+            },
+            State::Rejected { sig, reason } => ServerMsg::Reject {
+                proposal_id,
+                status,
+                updated_at,
+                from,
+                to,
+                reason,
+                sig,
+            },
+            State::Completed(_, s) => ServerMsg::Complete {
+                proposal_id,
+                status,
+                updated_at,
+                from,
+                to,
+                completed_by: &s.by,
+                completed_at: s.at,
+                proof: &s.note,
+                sig: &s.sig,
+            },
+            State::Disputed(_, s) => ServerMsg::Dispute {
+                proposal_id,
+                status,
+                updated_at,
+                from,
+                to,
+                disputed_by: &s.by,
+                disputed_at: s.at,
+                reason: &s.note,
+                sig: &s.sig,
+            },
+        })
     }
-}
 
-#[derive(Serialize)]
-struct ProposalView<'a> {
-    id: &'a str,
-    from: &'a str,
-    to: &'a str,
-    task: &'a str,
-    amount: &'a Value,
-    currency: &'a Value,
-    payment_code: &'a Value,
-    terms: &'a Value,
-    /// Absolute Unix ms, or null.
-    expires: Option<u64>,
-    status: &'static str,
-    created_at: u64,
-    sig: &'a str,
-}
-
-#[derive(Serialize)]
-struct ResponseView<'a> {
-    proposal_id: &'a str,
-    status: &'static str,
-    updated_at: u64,
-    from: &'a str,
-    to: &'a str,
-    #[serde(flatten)]
-    detail: Detail<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Detail<'a> {
-    Accept {
-        payment_code: &'a Value,
-        sig: &'a str,
-    },
-    Reject {
-        reason: &'a Value,
-        sig: &'a str,
-    },
-    Complete {
-        completed_by: &'a str,
-        completed_at: u64,
-        proof: &'a Value,
-        sig: &'a str,
-    },
-    Dispute {
-        disputed_by: &'a str,
-        disputed_at: u64,
-        reason: &'a Value,
-        sig: &'a str,
-    },
-}
-
-/// `{"type":kind, …body, "ts":ts}`, the relay's frame layout.
-fn frame<T: Serialize>(kind: &'static str, body: T, ts: u64) -> String {
-    #[derive(Serialize)]
-    struct Frame<T> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        #[serde(flatten)]
-        body: T,
-        ts: u64,
+    /// [`Proposal::proposal_msg`] as frame text stamped with `ts`.
+    pub fn proposal_frame(&self, ts: u64) -> String {
+        self.proposal_msg().encode(ts)
     }
-    serde_json::to_string(&Frame { kind, body, ts })
-        .expect("strings, numbers and JSON values serialise")
+
+    /// [`Proposal::response_msg`] as frame text stamped with `ts`.
+    pub fn response_frame(&self, ts: u64) -> Option<String> {
+        self.response_msg().map(|m| m.encode(ts))
+    }
+
+    /// Finished, or past its expiry: evictable when the store is full.
+    fn is_done(&self, now: u64) -> bool {
+        match self.status() {
+            Status::Pending => self.is_past_expiry(now),
+            Status::Accepted => false,
+            _ => true,
+        }
+    }
 }
 
 /// `x || null`: JavaScript's falsy values become null.
@@ -341,7 +338,7 @@ pub fn new_proposal_id(now: u64) -> String {
     format!("prop_{}_{random}", base36(now))
 }
 
-fn base36(mut n: u64) -> String {
+pub fn base36(mut n: u64) -> String {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
     loop {
@@ -360,9 +357,64 @@ fn base36(mut n: u64) -> String {
 pub struct ProposalStore {
     proposals: HashMap<String, Proposal>,
     last_sweep: u64,
+    limits: StoreLimits,
+    /// Signatures of accepted PROPOSALs, oldest first, and as a set.
+    used_order: VecDeque<String>,
+    used: HashSet<String>,
 }
 
 impl ProposalStore {
+    pub fn new(limits: StoreLimits) -> ProposalStore {
+        ProposalStore {
+            limits,
+            ..ProposalStore::default()
+        }
+    }
+
+    /// Remembers an accepted PROPOSAL's signature (bounded, oldest out).
+    fn remember_sig(&mut self, sig: &str) {
+        let cap = self
+            .limits
+            .max_total
+            .saturating_mul(USED_SIGS_PER_PROPOSAL)
+            .max(1);
+        while self.used_order.len() >= cap {
+            if let Some(old) = self.used_order.pop_front() {
+                self.used.remove(&old);
+            }
+        }
+        self.used.insert(sig.to_string());
+        self.used_order.push_back(sig.to_string());
+    }
+
+    /// Makes room for one more: sweep, then evict finished or expired
+    /// proposals, oldest first, before refusing.
+    fn make_room(&mut self, now: u64) -> Result<(), ProposalError> {
+        if self.proposals.len() < self.limits.max_total {
+            return Ok(());
+        }
+        self.sweep(now);
+        if self.proposals.len() < self.limits.max_total {
+            return Ok(());
+        }
+        let mut done: Vec<(u64, String)> = self
+            .proposals
+            .values()
+            .filter(|p| p.is_done(now))
+            .map(|p| (p.updated_at, p.id.clone()))
+            .collect();
+        if done.is_empty() {
+            return Err(ProposalError::TooMany);
+        }
+        done.sort_unstable();
+        // Free a tenth at once, so a full store is not rescanned per create.
+        let n = (self.limits.max_total / 10).clamp(1, done.len());
+        for (_, id) in done.into_iter().take(n) {
+            self.proposals.remove(&id);
+        }
+        Ok(())
+    }
+
     /// How many proposals are held (live or kept for late lookups).
     pub fn len(&self) -> usize {
         self.proposals.len()
@@ -374,22 +426,32 @@ impl ProposalStore {
 
     /// Stores a new pending proposal and returns it.
     pub fn create(&mut self, p: NewProposal, now: u64) -> Result<&Proposal, ProposalError> {
-        if self.proposals.len() >= MAX_PROPOSALS {
-            self.sweep(now);
-            if self.proposals.len() >= MAX_PROPOSALS {
-                return Err(ProposalError::TooMany);
-            }
+        if self.used.contains(&p.sig) {
+            return Err(ProposalError::Replayed);
         }
+        let pending = self
+            .proposals
+            .values()
+            .filter(|q| q.from == p.from && q.status() == Status::Pending && !q.is_past_expiry(now))
+            .count();
+        if pending >= self.limits.max_pending_per_agent {
+            return Err(ProposalError::TooManyPending);
+        }
+        self.make_room(now)?;
         let mut id = new_proposal_id(now);
         while self.proposals.contains_key(&id) {
             id = new_proposal_id(now);
         }
         // `expires ? now + expires * 1000 : null`; a negative or fractional
-        // value is honoured like 0.3.0 does (negative: already past).
+        // value is honoured like 0.3.0 does (negative: already past). None
+        // (or 0) gets the default expiry, unless that is 0 too.
+        let default = self.limits.default_expiry_secs;
         let expires = p
             .expires_in_secs
             .filter(|s| *s != 0.0 && !s.is_nan())
+            .or((default > 0).then_some(default as f64))
             .map(|s| (now as f64 + s * 1000.0).max(0.0) as u64);
+        self.remember_sig(&p.sig);
         let proposal = Proposal {
             id: id.clone(),
             from: p.from,
@@ -571,7 +633,16 @@ mod tests {
     const EVE: &str = "@eeeeeeee";
     const T0: u64 = 1_764_000_000_000;
 
+    /// A store with 0.3.0's "no expiry means never" (no default expiry).
+    fn legacy() -> ProposalStore {
+        ProposalStore::new(StoreLimits {
+            default_expiry_secs: 0,
+            ..StoreLimits::default()
+        })
+    }
+
     fn offer(expires: Option<f64>) -> NewProposal {
+        static N: AtomicU64 = AtomicU64::new(0);
         NewProposal {
             from: ALICE.into(),
             to: BOB.into(),
@@ -581,12 +652,12 @@ mod tests {
             payment_code: Value::Null,
             terms: json!(""),
             expires_in_secs: expires,
-            sig: "sig-p".into(),
+            sig: format!("sig-p{}", N.fetch_add(1, Ordering::Relaxed)),
         }
     }
 
     fn store_with(expires: Option<f64>) -> (ProposalStore, String) {
-        let mut s = ProposalStore::default();
+        let mut s = legacy();
         let id = s.create(offer(expires), T0).unwrap().id.clone();
         (s, id)
     }
@@ -620,7 +691,7 @@ mod tests {
         assert_eq!(wire["status"], "pending");
         assert_eq!(wire["created_at"], T0);
         assert_eq!(wire["expires"], T0 + 300_000);
-        assert_eq!(wire["sig"], "sig-p");
+        assert!(wire["sig"].as_str().unwrap().starts_with("sig-p"));
         assert!(p.response_frame(T0).is_none());
     }
 
@@ -632,8 +703,9 @@ mod tests {
         assert_eq!(
             p.proposal_frame(7),
             format!(
-                r#"{{"type":"PROPOSAL","id":"{id}","from":"@aaaaaaaa","to":"@bbbbbbbb","task":"review the PR","amount":1.5,"currency":"USDC","payment_code":null,"terms":null,"expires":{},"status":"pending","created_at":{T0},"sig":"sig-p","ts":7}}"#,
-                T0 + 300_000
+                r#"{{"type":"PROPOSAL","id":"{id}","from":"@aaaaaaaa","to":"@bbbbbbbb","task":"review the PR","amount":1.5,"currency":"USDC","payment_code":null,"terms":null,"expires":{},"status":"pending","created_at":{T0},"sig":"{}","ts":7}}"#,
+                T0 + 300_000,
+                p.sig
             )
         );
         let p = s
@@ -650,9 +722,13 @@ mod tests {
 
     #[test]
     fn ids_are_unique() {
-        let mut s = ProposalStore::default();
+        let mut s = legacy();
         let ids: std::collections::HashSet<String> = (0..200)
-            .map(|_| s.create(offer(None), T0).unwrap().id.clone())
+            .map(|i| {
+                let mut o = offer(None);
+                o.from = format!("@p{}", i % 10);
+                s.create(o, T0).unwrap().id.clone()
+            })
             .collect();
         assert_eq!(ids.len(), 200);
         assert_eq!(base36(0), "0");
@@ -720,7 +796,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_not_found() {
-        let mut s = ProposalStore::default();
+        let mut s = legacy();
         let nf = ProposalError::NotFound;
         assert_eq!(
             s.accept("prop_x", BOB, "x".into(), Value::Null, T0)
@@ -905,7 +981,7 @@ mod tests {
 
     #[test]
     fn sweep_expires_then_forgets() {
-        let mut s = ProposalStore::default();
+        let mut s = legacy();
         let short = s.create(offer(Some(1.0)), T0).unwrap().id.clone();
         let open = s.create(offer(None), T0).unwrap().id.clone();
         let done = s.create(offer(None), T0).unwrap().id.clone();
@@ -928,7 +1004,7 @@ mod tests {
 
     #[test]
     fn sweep_if_due_waits_between_sweeps() {
-        let mut s = ProposalStore::default();
+        let mut s = legacy();
         let id = s.create(offer(Some(-1.0)), T0).unwrap().id.clone();
         s.reject(&id, BOB, "r".into(), Value::Null, T0).unwrap_err();
         let later = T0 + RETENTION_MS + 1;
@@ -940,14 +1016,44 @@ mod tests {
     }
 
     #[test]
-    fn the_store_is_capped() {
-        let mut s = ProposalStore::default();
-        for _ in 0..MAX_PROPOSALS {
+    fn the_store_is_capped_per_agent_and_in_total() {
+        let mut s = ProposalStore::new(StoreLimits {
+            max_total: 10,
+            max_pending_per_agent: 4,
+            default_expiry_secs: 60,
+        });
+        for _ in 0..4 {
             s.create(offer(None), T0).unwrap();
         }
         let e = s.create(offer(None), T0).unwrap_err();
-        assert_eq!(e, ProposalError::TooMany);
-        assert_eq!(e.reason(), "TOO_MANY_PROPOSALS");
+        assert_eq!(e.reason(), "TOO_MANY_PENDING_PROPOSALS");
+        // Other proposers fill the store; then nothing is evictable.
+        for i in 0..6 {
+            let mut o = offer(None);
+            o.from = format!("@other{}", i % 2);
+            s.create(o, T0).unwrap();
+        }
+        let mut o = offer(None);
+        o.from = "@late".into();
+        assert_eq!(s.create(o.clone(), T0).unwrap_err(), ProposalError::TooMany);
+        // Once they have expired (the default expiry), room is made.
+        let later = T0 + 61_000;
+        assert!(s.create(o, later).is_ok());
+        assert!(s.len() <= 10);
+    }
+
+    #[test]
+    fn a_default_expiry_applies_and_a_used_signature_is_refused() {
+        let mut s = ProposalStore::default();
+        let p = offer(None);
+        let id = s.create(p.clone(), T0).unwrap().id.clone();
+        assert_eq!(
+            s.get(&id, T0).unwrap().expires,
+            Some(T0 + DEFAULT_EXPIRY_SECS * 1000)
+        );
+        let e = s.create(p, T0 + 5).unwrap_err();
+        assert_eq!(e, ProposalError::Replayed);
+        assert_eq!(e.reason(), "PROPOSAL_REPLAYED");
     }
 
     #[test]

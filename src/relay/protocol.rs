@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::handle_proposal::{Refused, Request};
+use super::proposal_wire::ProposalRequest;
 
 /// Message content limit, in JavaScript string length (UTF-16 code units),
 /// because 0.3.0 checks `content.length > 4096`.
@@ -26,9 +26,27 @@ pub enum ErrorCode {
     SignatureRequired,
     /// A proposal action refused by the lifecycle; the message is the reason.
     InvalidProposal,
-    /// Beyond 0.3.0: a signature that does not verify against the sender's
-    /// pubkey (issue 7).
+    /// Beyond 0.3.0: a proposal signature that does not verify against the
+    /// sender's pubkey (issue 7).
     InvalidSignature,
+    // Beyond 0.3.0, issue 12 (docs/relay-trust.md lists each):
+    /// A CHALLENGE answer that does not verify, came late, or names another
+    /// challenge (the code later AgentChat versions use).
+    VerificationFailed,
+    /// `--require-proof`: a keyed IDENTIFY whose CHALLENGE was not answered.
+    ProofRequired,
+    /// `--allow` / `--no-ephemeral` refused this identity (later AgentChat's code).
+    NotAllowed,
+    /// Another key already holds the id this key hashes to.
+    IdentityCollision,
+    /// A proven connection of the same key took over this id.
+    SessionDisplaced,
+    /// A signed message whose signature the relay accepted before.
+    ReplayDetected,
+    /// A signed MSG whose `ts` is too far from the relay's clock.
+    TimestampOutOfWindow,
+    /// A relay-wide or per-channel bound was reached (channels, invites).
+    LimitReached,
 }
 
 impl ErrorCode {
@@ -44,6 +62,14 @@ impl ErrorCode {
             ErrorCode::SignatureRequired => "SIGNATURE_REQUIRED",
             ErrorCode::InvalidProposal => "INVALID_PROPOSAL",
             ErrorCode::InvalidSignature => "INVALID_SIGNATURE",
+            ErrorCode::VerificationFailed => "VERIFICATION_FAILED",
+            ErrorCode::ProofRequired => "PROOF_REQUIRED",
+            ErrorCode::NotAllowed => "NOT_ALLOWED",
+            ErrorCode::IdentityCollision => "IDENTITY_COLLISION",
+            ErrorCode::SessionDisplaced => "SESSION_DISPLACED",
+            ErrorCode::ReplayDetected => "REPLAY_DETECTED",
+            ErrorCode::TimestampOutOfWindow => "TIMESTAMP_OUT_OF_WINDOW",
+            ErrorCode::LimitReached => "LIMIT_REACHED",
         }
     }
 }
@@ -153,9 +179,20 @@ impl Target {
 /// values; a message that does not fit one of them is a [`Refusal`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMsg {
+    /// `pubkey` is a canonical Ed25519 PEM (see `trust::canonical_pubkey`).
+    /// `prove` (beyond 0.3.0, which never sends it): the client asks for a
+    /// CHALLENGE even in the default mode, to prove its key at once.
     Identify {
         name: AgentName,
         pubkey: Option<String>,
+        prove: bool,
+    },
+    /// The answer to a CHALLENGE (later AgentChat's wire): a signature over
+    /// `AGENTCHAT_AUTH|<nonce>|<challenge_id>|<timestamp>`.
+    VerifyIdentity {
+        challenge_id: String,
+        signature: String,
+        timestamp: f64,
     },
     Join {
         channel: ChannelName,
@@ -167,8 +204,8 @@ pub enum ClientMsg {
         to: Target,
         content: String,
         sig: Option<String>,
-        /// The client's own timestamp; relayed only with a signature, since
-        /// the signature covers it (see `hub`).
+        /// The client's own timestamp, which its signature covers; relayed
+        /// as `sig_ts` (the relayed `ts` is the relay's clock).
         ts: Option<u64>,
     },
     ListChannels,
@@ -185,10 +222,10 @@ pub enum ClientMsg {
     },
     Ping,
     /// PROPOSAL, ACCEPT, REJECT, COMPLETE, DISPUTE (issue 7), validated
-    /// into a [`Request`]. The object as received is kept too: the signature
-    /// covers a text rebuilt from the fields exactly as sent.
+    /// into a [`ProposalRequest`]. The object as received is kept too: the
+    /// signature covers a text rebuilt from the fields exactly as sent.
     Proposal {
-        req: Request,
+        req: ProposalRequest,
         raw: Map<String, Value>,
     },
 }
@@ -203,22 +240,24 @@ fn channel_field(obj: &Map<String, Value>) -> Result<ChannelName, Refusal> {
         .ok_or_else(|| Refusal::invalid("Invalid channel name"))
 }
 
-/// A PEM public key is accepted if it is an Ed25519 SPKI key with a valid
-/// curve point, read as leniently as Node reads PEM (see `identity`).
-fn is_ed25519_pem(pem: &str) -> bool {
-    super::identity::parse_pubkey(pem).is_ok()
-}
-
-impl From<Refused> for Refusal {
-    /// The one place a refused proposal message becomes an ERROR code.
-    fn from(r: Refused) -> Self {
-        let code = match r {
-            Refused::SignatureRequired(_) => ErrorCode::SignatureRequired,
-            Refused::InvalidSignature(_) => ErrorCode::InvalidSignature,
-            Refused::AgentNotFound(_) => ErrorCode::AgentNotFound,
-            Refused::Proposal(_) => ErrorCode::InvalidProposal,
-        };
-        Refusal::new(code, r.message())
+/// The IDENTIFY `pubkey`: an Ed25519 SPKI key with a valid curve point, in
+/// the one standard PEM layout (issue 12: a whitespace variant would be a
+/// second id for the same key).
+fn pubkey_field(v: Option<&Value>) -> Result<Option<String>, Refusal> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(p)) => match super::trust::canonical_pubkey(p) {
+            Ok(_) => Ok(Some(p.clone())),
+            Err(why) if super::identity::parse_pubkey(p).is_ok() => {
+                Err(Refusal::invalid(format!("Invalid public key: {why}")))
+            }
+            Err(_) => Err(Refusal::invalid(
+                "Invalid public key format (must be Ed25519 PEM)",
+            )),
+        },
+        Some(_) => Err(Refusal::invalid(
+            "Invalid public key format (must be Ed25519 PEM)",
+        )),
     }
 }
 
@@ -242,16 +281,32 @@ impl ClientMsg {
                 let name = str_field(&obj, "name")
                     .and_then(AgentName::parse)
                     .ok_or_else(|| Refusal::invalid("Invalid agent name"))?;
-                let pubkey = match obj.get("pubkey") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(p)) if is_ed25519_pem(p) => Some(p.clone()),
-                    Some(_) => {
-                        return Err(Refusal::invalid(
-                            "Invalid public key format (must be Ed25519 PEM)",
-                        ))
-                    }
-                };
-                Ok(ClientMsg::Identify { name, pubkey })
+                let pubkey = pubkey_field(obj.get("pubkey"))?;
+                let prove = obj.get("prove") == Some(&Value::Bool(true));
+                Ok(ClientMsg::Identify {
+                    name,
+                    pubkey,
+                    prove,
+                })
+            }
+            "VERIFY_IDENTITY" => {
+                // Later AgentChat's checks, in its order and words.
+                let challenge_id = str_field(&obj, "challenge_id")
+                    .filter(|s| !s.is_empty() && s.len() <= 128)
+                    .ok_or_else(|| Refusal::invalid("Missing or invalid challenge_id"))?;
+                let signature = str_field(&obj, "signature")
+                    .filter(|s| !s.is_empty() && s.len() <= 1024)
+                    .ok_or_else(|| Refusal::invalid("Missing or invalid signature"))?;
+                let timestamp = obj
+                    .get("timestamp")
+                    .and_then(Value::as_f64)
+                    .filter(|t| *t != 0.0 && t.is_finite())
+                    .ok_or_else(|| Refusal::invalid("Missing or invalid timestamp"))?;
+                Ok(ClientMsg::VerifyIdentity {
+                    challenge_id: challenge_id.to_string(),
+                    signature: signature.to_string(),
+                    timestamp,
+                })
             }
             "JOIN" => Ok(ClientMsg::Join {
                 channel: channel_field(&obj)?,
@@ -285,7 +340,7 @@ impl ClientMsg {
                 Ok(ClientMsg::Invite { channel, agent })
             }
             "PROPOSAL" | "ACCEPT" | "REJECT" | "COMPLETE" | "DISPUTE" => {
-                let req = Request::parse(&obj).map_err(Refusal::invalid)?;
+                let req = ProposalRequest::parse(&obj).map_err(Refusal::invalid)?;
                 Ok(ClientMsg::Proposal { req, raw: obj })
             }
             other => {
@@ -343,6 +398,18 @@ pub enum ServerMsg<'a> {
     Welcome {
         agent_id: &'a str,
         server: &'a str,
+        /// `true` once the connection proved its key (later AgentChat's
+        /// field); left out otherwise, as 0.3.0 sends WELCOME.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        verified: Option<bool>,
+    },
+    /// `--require-proof` (or IDENTIFY with `prove`): sign
+    /// `AGENTCHAT_AUTH|<nonce>|<challenge_id>|<timestamp>` and answer with
+    /// VERIFY_IDENTITY before `expires_at` (Unix ms).
+    Challenge {
+        challenge_id: &'a str,
+        nonce: &'a str,
+        expires_at: u64,
     },
     Joined {
         channel: &'a str,
@@ -365,6 +432,10 @@ pub enum ServerMsg<'a> {
         content: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         sig: Option<&'a str>,
+        /// The client's `ts` that `sig` covers (`ts` itself is the relay's
+        /// clock, as in 0.3.0): verify with `{to, content, ts: sig_ts}`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sig_ts: Option<u64>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         replay: bool,
     },
@@ -379,6 +450,62 @@ pub enum ServerMsg<'a> {
     Error {
         code: &'static str,
         message: &'a str,
+    },
+    /// A new proposal (0.3.0's layout; `expires` absolute ms or null).
+    Proposal {
+        id: &'a str,
+        from: &'a str,
+        to: &'a str,
+        task: &'a str,
+        amount: &'a Value,
+        currency: &'a Value,
+        payment_code: &'a Value,
+        terms: &'a Value,
+        expires: Option<u64>,
+        status: &'static str,
+        created_at: u64,
+        sig: &'a str,
+    },
+    /// Proposal transitions (0.3.0's `formatProposalResponse`).
+    Accept {
+        proposal_id: &'a str,
+        status: &'static str,
+        updated_at: u64,
+        from: &'a str,
+        to: &'a str,
+        payment_code: &'a Value,
+        sig: &'a str,
+    },
+    Reject {
+        proposal_id: &'a str,
+        status: &'static str,
+        updated_at: u64,
+        from: &'a str,
+        to: &'a str,
+        reason: &'a Value,
+        sig: &'a str,
+    },
+    Complete {
+        proposal_id: &'a str,
+        status: &'static str,
+        updated_at: u64,
+        from: &'a str,
+        to: &'a str,
+        completed_by: &'a str,
+        completed_at: u64,
+        proof: &'a Value,
+        sig: &'a str,
+    },
+    Dispute {
+        proposal_id: &'a str,
+        status: &'static str,
+        updated_at: u64,
+        from: &'a str,
+        to: &'a str,
+        disputed_by: &'a str,
+        disputed_at: u64,
+        reason: &'a Value,
+        sig: &'a str,
     },
 }
 
@@ -445,7 +572,8 @@ mod tests {
             ClientMsg::parse(r#"{"type":"IDENTIFY","name":"bot"}"#),
             Ok(ClientMsg::Identify {
                 name: AgentName("bot".into()),
-                pubkey: None
+                pubkey: None,
+                prove: false
             })
         );
         assert_eq!(
@@ -474,7 +602,7 @@ mod tests {
         assert!(matches!(
             ClientMsg::parse(r#"{"type":"ACCEPT","proposal_id":"p","sig":"s"}"#),
             Ok(ClientMsg::Proposal {
-                req: Request::Accept { .. },
+                req: ProposalRequest::Accept { .. },
                 ..
             })
         ));
@@ -528,6 +656,37 @@ mod tests {
     }
 
     #[test]
+    fn verify_identity_and_pem_layout_rules() {
+        let ok = r#"{"type":"VERIFY_IDENTITY","challenge_id":"c","signature":"s","timestamp":5}"#;
+        assert!(matches!(
+            ClientMsg::parse(ok),
+            Ok(ClientMsg::VerifyIdentity { .. })
+        ));
+        assert_eq!(
+            refused(r#"{"type":"VERIFY_IDENTITY","signature":"s","timestamp":5}"#),
+            "Missing or invalid challenge_id"
+        );
+        assert_eq!(
+            refused(r#"{"type":"VERIFY_IDENTITY","challenge_id":"c","timestamp":5}"#),
+            "Missing or invalid signature"
+        );
+        assert_eq!(
+            refused(
+                r#"{"type":"VERIFY_IDENTITY","challenge_id":"c","signature":"s","timestamp":"5"}"#
+            ),
+            "Missing or invalid timestamp"
+        );
+        let spaced = serde_json::json!({"type":"IDENTIFY","name":"k","pubkey":format!("{PEM}\n")});
+        let why = refused(&spaced.to_string());
+        assert!(why.contains("standard PEM layout"), "{why}");
+        let prove = serde_json::json!({"type":"IDENTIFY","name":"k","pubkey":PEM,"prove":true});
+        assert!(matches!(
+            ClientMsg::parse(&prove.to_string()),
+            Ok(ClientMsg::Identify { prove: true, .. })
+        ));
+    }
+
+    #[test]
     fn pubkey_ids_are_stable_sha256_prefixes() {
         let msg = serde_json::json!({"type":"IDENTIFY","name":"k","pubkey":PEM}).to_string();
         assert!(matches!(
@@ -552,6 +711,7 @@ mod tests {
                 to: "#g",
                 content: "hi",
                 sig: None,
+                sig_ts: None,
                 replay: false
             }
             .encode(7),
@@ -563,12 +723,31 @@ mod tests {
                 to: "#g",
                 content: "hi",
                 sig: Some("s"),
+                sig_ts: Some(5),
                 replay: true
             }
             .encode(7),
-            r##"{"type":"MSG","from":"@a","to":"#g","content":"hi","sig":"s","replay":true,"ts":7}"##
+            r##"{"type":"MSG","from":"@a","to":"#g","content":"hi","sig":"s","sig_ts":5,"replay":true,"ts":7}"##
         );
         assert_eq!(ServerMsg::Pong {}.encode(1), r#"{"type":"PONG","ts":1}"#);
+        let w = ServerMsg::Welcome {
+            agent_id: "@a",
+            server: "s",
+            verified: None,
+        };
+        assert_eq!(
+            w.encode(3),
+            r#"{"type":"WELCOME","agent_id":"@a","server":"s","ts":3}"#
+        );
+        let c = ServerMsg::Challenge {
+            challenge_id: "chal_x_1",
+            nonce: "n",
+            expires_at: 9,
+        };
+        assert_eq!(
+            c.encode(4),
+            r#"{"type":"CHALLENGE","challenge_id":"chal_x_1","nonce":"n","expires_at":9,"ts":4}"#
+        );
         let r = Refusal::new(ErrorCode::RateLimited, "slow down");
         assert_eq!(
             ServerMsg::from(&r).encode(2),

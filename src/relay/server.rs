@@ -1,11 +1,14 @@
 //! The relay process: bind, accept on a named thread, one named reader
 //! thread per connection (`conn::serve`), the one writer thread
-//! (`writer`), and a clean stop on SIGINT/SIGTERM. Nothing
-//! here runs on a timer, so an idle relay uses no CPU.
+//! (`writer`), a clean stop on SIGINT/SIGTERM, and the allowlist re-read on
+//! SIGHUP. Connections are bounded in total and per client address
+//! (IPv6: per /64). Nothing here runs on a timer, so an idle relay uses no CPU.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,7 +17,9 @@ use serde_json::json;
 
 use super::conn::{self, Limits};
 use super::hub::{Hub, HubConfig};
+use super::trust::Allowlist;
 use super::writer::Writer;
+use crate::ratelimit::client_key;
 use crate::sys;
 use crate::util::log_event;
 
@@ -29,31 +34,67 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub max_connections: usize,
+    /// Connections per client address (`--max-per-ip`).
+    pub max_per_ip: usize,
+    /// New connections per client address (`--connect-rate-*`): bounds
+    /// reconnect churn (a thread, a handshake and log lines each).
+    pub connect_rate: crate::ratelimit::Rate,
+    /// `--allow FILE`, re-read on SIGHUP.
+    pub allow_file: Option<PathBuf>,
     pub limits: Limits,
     pub hub: HubConfig,
 }
 
-/// Counts live connections; the last one out wakes a waiting shutdown.
+/// Counts live connections, in total and per client address; the last one
+/// out wakes a waiting shutdown.
 #[derive(Default)]
 struct Active {
-    count: Mutex<usize>,
+    count: Mutex<Counts>,
     idle: Condvar,
 }
 
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was turned away before its handshake.
+enum Over {
+    Total,
+    PerIp,
+    TooFast,
+}
+
 impl Active {
-    fn try_acquire(&self, max: usize) -> bool {
+    fn try_acquire(&self, max: usize, ip: Option<IpAddr>, max_per_ip: usize) -> Result<(), Over> {
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        if *n >= max {
-            return false;
+        if n.total >= max {
+            return Err(Over::Total);
         }
-        *n += 1;
-        true
+        if let Some(ip) = ip {
+            let here = n.per_ip.entry(ip).or_insert(0);
+            if *here >= max_per_ip {
+                return Err(Over::PerIp);
+            }
+            *here += 1;
+        }
+        n.total += 1;
+        Ok(())
     }
 
-    fn release(&self) {
+    fn release(&self, ip: Option<IpAddr>) {
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
+        n.total = n.total.saturating_sub(1);
+        if let Some(ip) = ip {
+            if let Some(here) = n.per_ip.get_mut(&ip) {
+                *here = here.saturating_sub(1);
+                if *here == 0 {
+                    n.per_ip.remove(&ip);
+                }
+            }
+        }
+        if n.total == 0 {
             self.idle.notify_all();
         }
     }
@@ -62,7 +103,7 @@ impl Active {
     fn wait_idle(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        while *n > 0 {
+        while n.total > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return;
@@ -76,11 +117,11 @@ impl Active {
 }
 
 /// Releases a connection slot however the connection thread ends.
-struct Slot(Arc<Active>);
+struct Slot(Arc<Active>, Option<IpAddr>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release(self.1);
     }
 }
 
@@ -119,15 +160,44 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
             .spawn(move || accept_loop(listener, hub, writer, active, &cfg))?;
     }
 
-    let sig = signals.recv().unwrap_or(libc::SIGTERM);
+    let sig = loop {
+        let sig = signals.recv().unwrap_or(libc::SIGTERM);
+        if sig != libc::SIGHUP {
+            break sig;
+        }
+        reload_allowlist(&hub, cfg.allow_file.as_deref());
+    };
     log_event(
         "shutdown",
-        json!({"signal": sig, "connections": hub.connections()}),
+        json!({"signal": sig, "connections": hub.connections(), "held": hub.census()}),
     );
     hub.close_all();
     active.wait_idle(Duration::from_secs(2));
     log_event("stopped", json!({}));
     Ok(())
+}
+
+/// SIGHUP: re-read `--allow FILE`. A file that no longer reads or parses
+/// keeps the list in force, and says so in the log.
+fn reload_allowlist(hub: &Hub, file: Option<&std::path::Path>) {
+    let Some(file) = file else {
+        log_event("sighup", json!({"allowlist": null}));
+        return;
+    };
+    match Allowlist::load(file) {
+        Ok(list) => {
+            let keys = list.len();
+            let closed = hub.set_allowlist(Some(list));
+            log_event(
+                "allowlist_reloaded",
+                json!({"file": file.display().to_string(), "keys": keys, "closed": closed}),
+            );
+        }
+        Err(e) => log_event(
+            "allowlist_reload_failed",
+            json!({"file": file.display().to_string(), "error": e, "kept": "the previous list"}),
+        ),
+    }
 }
 
 fn accept_loop(
@@ -138,6 +208,10 @@ fn accept_loop(
     cfg: &ServerConfig,
 ) {
     let mut n: u64 = 0;
+    // Owned by this thread alone: no lock. Bounded in keys.
+    let mut churn =
+        crate::ratelimit::KeyedLimiter::new(cfg.connect_rate, 100_000, Duration::from_secs(600));
+    let mut log_gate = LogGate::default();
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -149,11 +223,16 @@ fn accept_loop(
             }
         };
         n += 1;
-        if !active.try_acquire(cfg.max_connections) {
-            refuse_full(stream, cfg.max_connections);
+        let ip = stream.peer_addr().ok().map(|a| client_key(a.ip()));
+        if ip.is_some_and(|ip| !churn.try_take(&ip, Instant::now())) {
+            refuse(stream, Over::TooFast, cfg, &mut log_gate);
             continue;
         }
-        let slot = Slot(active.clone());
+        if let Err(over) = active.try_acquire(cfg.max_connections, ip, cfg.max_per_ip) {
+            refuse(stream, over, cfg, &mut log_gate);
+            continue;
+        }
+        let slot = Slot(active.clone(), ip);
         let hub = hub.clone();
         let writer = writer.clone();
         let limits = cfg.limits;
@@ -170,19 +249,70 @@ fn accept_loop(
     }
 }
 
-/// Over `--max-connections`: answer the upgrade with 503 and close. The
-/// socket is fresh, so this small write cannot block the accept loop.
-fn refuse_full(mut stream: TcpStream, max: usize) {
+/// Lets one log line a second through; counts the rest.
+#[derive(Default)]
+struct LogGate {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl LogGate {
+    /// `Some(held back since the last line)` when a line may be written.
+    fn pass(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
+/// Over `--max-connections` (503) or `--max-per-ip` (429): answered before
+/// the WebSocket exists, so as HTTP, with the ERROR code and message as the
+/// body (docs/relay-trust.md). The socket is fresh, so this small write
+/// cannot block the accept loop.
+fn refuse(mut stream: TcpStream, over: Over, cfg: &ServerConfig, log_gate: &mut LogGate) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    log_event(
-        "refused",
-        json!({"peer": peer, "reason": "max connections", "max": max}),
+    let (status, code, body) = match over {
+        Over::Total => (
+            "503 Service Unavailable",
+            "TOO_MANY_CONNECTIONS",
+            format!("relay is full ({} connections)", cfg.max_connections),
+        ),
+        Over::PerIp => (
+            "429 Too Many Requests",
+            "TOO_MANY_CONNECTIONS",
+            format!("at most {} connections per client address", cfg.max_per_ip),
+        ),
+        Over::TooFast => (
+            "429 Too Many Requests",
+            "TOO_MANY_CONNECTIONS",
+            format!(
+                "connecting too fast (at most {} new connections per second per client address)",
+                cfg.connect_rate.per_sec
+            ),
+        ),
+    };
+    // At most one line a second, with the count of those not logged, so a
+    // connection flood cannot flood the log.
+    if let Some(suppressed) = log_gate.pass(Instant::now()) {
+        log_event(
+            "refused",
+            json!({"peer": peer, "code": code, "message": &body, "not_logged_since_last": suppressed}),
+        );
+    }
+    let body = format!("ERROR {code}: {body}\n");
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
     );
-    let _ = stream.write_all(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
-          Content-Length: 14\r\nConnection: close\r\n\r\nrelay is full\n",
-    );
+    let _ = stream.write_all(response.as_bytes());
 }

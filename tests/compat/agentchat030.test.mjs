@@ -101,6 +101,9 @@ const verify = (pubkey, text, sig) =>
 
 // The signed texts (AGENTCHAT.md, "What is signed").
 const msgText = (m) => JSON.stringify({ to: m.to, content: m.content, ts: m.ts });
+// A relayed MSG's `ts` is the relay's clock (as 0.3.0 relays do); the ts the
+// sender signed travels as `sig_ts` (docs/relay-trust.md).
+const relayedText = (m) => JSON.stringify({ to: m.to, content: m.content, ts: m.sig_ts });
 const proposalText = (p) =>
   [p.to, p.task, p.amount || '', p.currency || '', p.payment_code || '', p.expires || ''].join('|');
 
@@ -118,7 +121,7 @@ class Client030 {
   }
 
   open() {
-    this.ws = new WebSocket(url);
+    this.ws = new WebSocket(this.url || url);
     this.ws.on('message', (data) => {
       const msg = JSON.parse(data.toString());
       this.inbox.push(msg);
@@ -437,7 +440,7 @@ t('errors: missing channel, MSG before IDENTIFY, garbage, non-member post, rate 
 
 // ---------- identities, signatures, proposals ----------
 
-t('identity agents: stable ids, signed MSG accepted and relayed with sig + ts intact', async () => {
+t('identity agents: stable ids, signed MSG accepted and relayed with sig and the signed ts', async () => {
   const alice = generateIdentity('alice');
   const file = path.join(tmp, 'alice.json');
   saveIdentity(alice, file);
@@ -475,16 +478,17 @@ t('identity agents: stable ids, signed MSG accepted and relayed with sig + ts in
   const sent = again.send('#general', 'signed "hello" ünïcödé 🎉 \n');
   const got = await bob.expectType('MSG', (m) => m.from === again.agentId && m.content === sent.content);
   assert.equal(got.sig, sent.sig);
-  assert.equal(got.ts, sent.ts, 'relay must keep the signed ts');
-  assert.ok(verify(alice.pubkey, msgText(got), got.sig), 'receiver cannot verify the relayed signature');
+  assert.equal(got.sig_ts, sent.ts, 'relay must carry the signed ts');
+  assert.equal(typeof got.ts, 'number');
+  assert.ok(verify(alice.pubkey, relayedText(got), got.sig), 'receiver cannot verify the relayed signature');
   const own = await again.expectType('MSG', (m) => m.content === sent.content);
   assert.equal(own.sig, sent.sig);
 
   // Signed DM too.
   const dm = again.dm(bob.agentId, 'signed dm');
   const gotDm = await bob.expectType('MSG', (m) => m.content === 'signed dm');
-  assert.ok(verify(alice.pubkey, msgText(gotDm), gotDm.sig));
-  assert.equal(gotDm.ts, dm.ts);
+  assert.ok(verify(alice.pubkey, relayedText(gotDm), gotDm.sig));
+  assert.equal(gotDm.sig_ts, dm.ts);
 
   // A late joiner's replay still carries a verifiable signature.
   const chan = freshChannel('sig');
@@ -493,11 +497,17 @@ t('identity agents: stable ids, signed MSG accepted and relayed with sig + ts in
   await again.expectType('MSG', (m) => m.content === s2.content);
   await bob.join(chan).catch(() => {});
   const rep = await bob.expectType('MSG', (m) => m.content === s2.content && m.replay === true);
-  assert.ok(verify(alice.pubkey, msgText(rep), rep.sig), 'replayed signature does not verify');
+  assert.ok(verify(alice.pubkey, relayedText(rep), rep.sig), 'replayed signature does not verify');
 
-  // A forged signature is refused (beyond 0.3.0, which only relays).
+  // A forged signature is refused (beyond 0.3.0, which only relays), and so
+  // is an unsigned MSG from an identity with a key (issue 12).
   again._send({ type: 'MSG', to: '#general', content: 'forged', ts: Date.now(), sig: sign(bob.identity.privkey, 'x') });
-  await again.expectError('INVALID_SIGNATURE');
+  await again.expectError('SIGNATURE_REQUIRED');
+  again._send({ type: 'MSG', to: '#general', content: 'unsigned' });
+  await again.expectError('SIGNATURE_REQUIRED');
+  // The same signed frame twice: the second is a replay.
+  again._send(sent);
+  await again.expectError('REPLAY_DETECTED');
   again.close();
   bob.close();
 });
@@ -547,7 +557,10 @@ t('proposal lifecycle: propose → accept → complete, and reject / dispute pat
   // 2. minimal proposal (no optional fields) → reject without a reason.
   const p2 = await alice.propose(bob.agentId, { task: 'tiny task' });
   assert.equal(p2.type, 'PROPOSAL', JSON.stringify(p2));
-  assert.equal(p2.expires ?? null, null);
+  // No `expires` sent: 0.3.0 stores null (never); this relay gives it its
+  // default expiry (--proposal-expiry, 3600 s), an absolute ms time as
+  // 0.3.0 writes any expiry.
+  assert.equal(p2.expires, p2.created_at + 3600 * 1000);
   await bob.expectType('PROPOSAL', (m) => m.id === p2.id);
   // Only the recipient may accept/reject.
   const notYours = await alice.accept(p2.id);
@@ -603,7 +616,7 @@ t('identity files: workbench-written loads and signs in Node; Node-written loads
   await peer.connect();
   viaWb.dm(peer.agentId, 'node signs with a workbench key');
   const m = await peer.expectType('MSG', (m) => m.from === viaWb.agentId);
-  assert.ok(verify(wb.pubkey, msgText(m), m.sig));
+  assert.ok(verify(wb.pubkey, relayedText(m), m.sig));
   viaWb.close();
 
   // Node → workbench: workbench reads the file, reports the same id, and
@@ -624,6 +637,66 @@ t('identity files: workbench-written loads and signs in Node; Node-written loads
   const got = await peer.expectType('MSG', (m) => m.content === 'workbench signs with a node key');
   assert.equal(got.from, `@${agentIdOf(node.pubkey)}`);
   assert.ok(got.sig, 'workbench send --identity did not sign');
-  assert.ok(verify(node.pubkey, msgText(got), got.sig), 'Node cannot verify workbench signature');
+  assert.ok(verify(node.pubkey, relayedText(got), got.sig), 'Node cannot verify workbench signature');
   peer.close();
+});
+
+t('a keyed 0.3.0 client signs every MSG, DMs included, and every one is delivered', async () => {
+  const k = new Client030({ name: 'signer', identity: generateIdentity('signer') });
+  const peer = new Client030({ name: 'signer-peer' });
+  await k.connect();
+  await peer.connect();
+  await k.join('#agents');
+  await peer.join('#agents');
+  for (let i = 0; i < 3; i++) {
+    const m = k.send('#agents', `signed ${i}`);
+    assert.ok(m.sig && typeof m.ts === 'number', 'Client030 signs as 0.3.0 does');
+    const got = await peer.expectType('MSG', (x) => x.content === `signed ${i}`);
+    assert.ok(verify(k.pubkey, relayedText(got), got.sig));
+    const d = k.dm(peer.agentId, `dm ${i}`);
+    assert.ok(d.sig);
+    const gotDm = await peer.expectType('MSG', (x) => x.content === `dm ${i}`);
+    assert.equal(gotDm.from, k.agentId);
+    assert.ok(verify(k.pubkey, relayedText(gotDm), gotDm.sig));
+  }
+  k.close();
+  peer.close();
+});
+
+t('under --require-proof: a keyed 0.3.0 client gets a clear ERROR, a key-less one works', async () => {
+  const strict = spawn(BIN, ['relay', '--host', '127.0.0.1', '--port', '0', '--name', 'strict', '--require-proof'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  try {
+    const port = await new Promise((resolve, reject) => {
+      let buf = '';
+      const timer = setTimeout(() => reject(new Error(`no listening line: ${buf}`)), 10000);
+      strict.stderr.setEncoding('utf8');
+      strict.stderr.on('data', (d) => {
+        buf += d;
+        if (!buf.includes('\n')) return;
+        clearTimeout(timer);
+        resolve(JSON.parse(buf.split('\n')[0]).port);
+      });
+    });
+    const strictUrl = `ws://127.0.0.1:${port}`;
+    const keyedClient = new Client030({ name: 'old-keyed', identity: generateIdentity('old-keyed') });
+    keyedClient.url = strictUrl;
+    await keyedClient.open();
+    keyedClient._send({ type: 'IDENTIFY', name: 'old-keyed', pubkey: keyedClient.pubkey });
+    // A 0.3.0 client ignores the CHALLENGE it cannot answer, and keeps
+    // waiting for WELCOME or ERROR: it gets the ERROR, then the close.
+    const e = await keyedClient.expect((m) => m.type === 'WELCOME' || m.type === 'ERROR', 'ERROR', 10000);
+    assert.equal(e.type, 'ERROR', JSON.stringify(e));
+    assert.equal(e.code, 'PROOF_REQUIRED');
+    assert.match(e.message, /--require-proof/);
+    await keyedClient.closed;
+    const anon = new Client030({ name: 'old-anon' });
+    anon.url = strictUrl;
+    await anon.connect();
+    assert.match(anon.agentId, /^@[a-z0-9]{8}$/);
+    anon.close();
+  } finally {
+    strict.kill('SIGTERM');
+  }
 });

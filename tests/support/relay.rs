@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -22,8 +22,9 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Relay {
     pub child: Child,
     pub port: u16,
-    /// Every stderr line after `listening`.
-    pub logs: Arc<Mutex<Vec<String>>>,
+    /// Every stderr line after `listening`, and a condition variable
+    /// notified per line (so a test can wait for one without polling).
+    pub logs: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Relay {
@@ -45,7 +46,7 @@ impl Relay {
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("spawn relay");
         let stderr = child.stderr.take().expect("piped stderr");
-        let logs = Arc::new(Mutex::new(Vec::new()));
+        let logs = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let sink = logs.clone();
         thread::spawn(move || {
@@ -55,7 +56,8 @@ impl Relay {
                         let _ = port_tx.send(v["port"].as_u64().unwrap_or(0) as u16);
                     }
                 }
-                sink.lock().unwrap().push(line);
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
             }
         });
         let port = port_rx
@@ -80,7 +82,20 @@ impl Relay {
     }
 
     pub fn log_text(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.logs.0.lock().unwrap().join("\n")
+    }
+
+    /// Blocks until a log line contains `needle` (10 s at most); returns
+    /// all the log text. The relay logs a refusal after answering it, so a
+    /// test that saw the answer may have to wait for the line.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let (lock, cv) = &*self.logs;
+        let (lines, _) = cv
+            .wait_timeout_while(lock.lock().unwrap(), READ_TIMEOUT, |l| {
+                !l.iter().any(|line| line.contains(needle))
+            })
+            .unwrap();
+        lines.join("\n")
     }
 }
 
