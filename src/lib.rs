@@ -21,4 +21,5 @@ pub mod ratelimit;
 pub mod relay;
 pub mod setup;
 pub mod sys;
+pub mod tls;
 pub mod util;

@@ -240,11 +240,19 @@ pub fn dispatch(mut argv: Vec<OsString>) -> CliResult {
         }
         _ => match COMMANDS.iter().find(|c| c.name == name) {
             Some(c) => {
+                let client = relay_args::CLIENTS.contains(&c.name);
                 if argv.iter().any(|a| a == "-h" || a == "--help") {
                     print!("{}", c.usage);
+                    if client {
+                        print!("{}", relay_args::TLS_HELP);
+                    }
                     return Ok(());
                 }
-                (c.run)(pico_args::Arguments::from_vec(argv))
+                let mut args = pico_args::Arguments::from_vec(argv);
+                if client {
+                    relay_args::ca_option(&mut args, c.usage)?;
+                }
+                (c.run)(args)
             }
             None => Err(CliError::Usage(format!(
                 "unknown command '{name}'\nusage: workbench <command> [options]; run `workbench help` for the list"

@@ -12,7 +12,7 @@ use crate::relay::server::{self, ServerConfig};
 use crate::relay::trust::Allowlist;
 
 pub const USAGE: &str = "\
-usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [trust and quota options below]
+usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [--cert FILE --key FILE] [trust and quota options below]
 
 Runs an AgentChat 0.3.0 compatible WebSocket relay: agents IDENTIFY, JOIN
 channels (#general and #agents exist from the start), send MSG to channels
@@ -68,6 +68,12 @@ quotas (every refusal is an ERROR with a code, and a log line):
   --max-pending N      pending proposals per proposer (default 100)
   --proposal-expiry S  expiry of a proposal that sets none (default 3600;
                        0: never, as 0.3.0)
+
+tls (docs/tls.md):
+  --cert FILE          serve wss:// with this PEM certificate chain (leaf
+                       first); needs --key. A missing, unreadable, non-PEM
+                       or expired file, or a key that does not match, exits 2
+  --key FILE           the certificate's PEM private key (RSA, ECDSA, Ed25519)
 
 example:
   workbench relay --port 6667 --name lab-relay
@@ -162,7 +168,18 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
     let ch_per_sec = rate(&mut args, "--channel-rate-per-sec")?;
     let conn_burst = rate(&mut args, "--connect-rate-burst")?.unwrap_or(60.0);
     let conn_per_sec = rate(&mut args, "--connect-rate-per-sec")?.unwrap_or(10.0);
+    let cert: Option<std::path::PathBuf> = args.opt_value_from_str("--cert").map_err(&e)?;
+    let key: Option<std::path::PathBuf> = args.opt_value_from_str("--key").map_err(&e)?;
     finish(args, USAGE)?;
+    let tls = match (cert, key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(
+            crate::tls::load_server(&cert, &key)
+                .map_err(|e| CliError::Usage(e.to_string()))?
+                .config,
+        ),
+        _ => return Err(usage_error(USAGE, "--cert and --key go together")),
+    };
 
     if name.is_empty() || name.len() > 64 {
         return Err(usage_error(USAGE, "--name must be 1 to 64 characters"));
@@ -289,6 +306,7 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
             },
             quotas,
         },
+        tls,
     })
 }
 

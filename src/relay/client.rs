@@ -2,7 +2,9 @@
 //! `listen`, `channels`, …). It uses the same split as the server: frames are
 //! read with [`FrameReader`], and one `WebSocket` does all the writing, so a
 //! ping from the relay is answered by whoever owns the writer. Not a general
-//! client library: no TLS (`wss://` is refused with a clear message).
+//! client library. `wss://` verifies the relay's certificate against the
+//! system's trust store plus any `--ca` file ([`set_extra_ca`]); there is no
+//! way to skip verification.
 //!
 //! Proof of key (issue 12): [`Client::identify`] with an identity asks for
 //! a CHALLENGE (`prove: true`) and answers it with VERIFY_IDENTITY, so every
@@ -11,6 +13,7 @@
 
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -21,6 +24,28 @@ use super::display::terminal_safe;
 use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
 use super::identity::Identity;
 use super::signing;
+use super::transport::Stream;
+use rustls::pki_types::CertificateDer;
+
+/// Certificates the CLI's `--ca FILE` added to the system's trust store,
+/// set once by the command line before any command connects.
+static EXTRA_CA: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+/// The client TLS config, built on first `wss://` use.
+static TLS_CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> =
+    OnceLock::new();
+
+/// Trusts `certs` (a private CA, or a self-signed relay's certificate) in
+/// addition to the system's store for every `wss://` connection this
+/// process makes. Only the first call counts.
+pub fn set_extra_ca(certs: Vec<CertificateDer<'static>>) {
+    let _ = EXTRA_CA.set(certs);
+}
+
+fn tls_config() -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    TLS_CONFIG
+        .get_or_init(|| crate::tls::client_config(EXTRA_CA.get().map_or(&[], Vec::as_slice)))
+        .clone()
+}
 
 /// Default port of the relay (as AgentChat 0.3.0).
 pub const DEFAULT_PORT: u16 = 6667;
@@ -72,18 +97,14 @@ impl fmt::Display for ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-/// Accepts `ws://host:port[/path]`, or a bare `host[:port]` (port 6667).
+/// Accepts `ws://host:port[/path]`, `wss://host:port[/path]` (TLS; port
+/// 443 if none), or a bare `host[:port]` (ws://, port 6667).
 pub fn normalize_url(server: &str) -> Result<String> {
-    if server.starts_with("wss://") {
-        return Err(ClientError::Address(
-            "wss:// is not supported; use ws:// (put a TLS proxy in front of the relay)".into(),
-        ));
-    }
-    let url = if server.starts_with("ws://") {
+    let url = if server.starts_with("ws://") || server.starts_with("wss://") {
         server.to_string()
     } else if server.contains("://") {
         return Err(ClientError::Address(format!(
-            "'{server}' is not a ws:// URL"
+            "'{server}' is not a ws:// or wss:// URL"
         )));
     } else if server.contains(':') {
         format!("ws://{server}")
@@ -112,7 +133,11 @@ fn port_of(uri: &tungstenite::http::Uri) -> std::result::Result<u16, String> {
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
     let host_end = authority.rfind(']').map_or(0, |i| i + 1);
     let Some(colon) = authority[host_end..].rfind(':') else {
-        return Ok(80);
+        return Ok(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
     };
     let text = &authority[host_end + colon + 1..];
     match text.parse::<u16>() {
@@ -189,9 +214,9 @@ pub fn check(v: Value) -> Result<Value> {
 
 pub struct Client {
     url: String,
-    stream: SharedStream,
-    reader: FrameReader<SharedStream>,
-    writer: WebSocket<SharedStream>,
+    stream: Stream,
+    reader: FrameReader<Stream>,
+    writer: WebSocket<Stream>,
     agent_id: Option<String>,
 }
 
@@ -211,6 +236,7 @@ impl Client {
         };
         let uri: tungstenite::http::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
         let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let secure = uri.scheme_str() == Some("wss");
         let port = port_of(&uri).map_err(ClientError::Address)?;
         let addrs = (host, port)
             .to_socket_addrs()
@@ -228,8 +254,15 @@ impl Client {
         }
         let tcp = tcp.ok_or_else(|| fail(last))?;
         let _ = tcp.set_nodelay(true);
-        let _ = tcp.set_read_timeout(Some(CONNECT_TIMEOUT));
-        let stream = SharedStream::new(tcp);
+        let stream = if secure {
+            let config = tls_config().map_err(|e| fail(e.clone()))?;
+            let tls = crate::tls::connect(tcp, &config, host, CONNECT_TIMEOUT)
+                .map_err(|e| fail(format!("TLS to {host}: {}", crate::tls::describe(&e))))?;
+            Stream::Tls(tls)
+        } else {
+            Stream::Plain(SharedStream::new(tcp))
+        };
+        let _ = stream.tcp().set_read_timeout(Some(CONNECT_TIMEOUT));
         let config = WebSocketConfig::default().read_buffer_size(1024);
         let (writer, _resp) =
             tungstenite::client::client_with_config(url.as_str(), stream.clone(), Some(config))
@@ -243,7 +276,7 @@ impl Client {
                         ),
                     },
                 })?;
-        let _ = stream.0.set_read_timeout(None);
+        let _ = stream.tcp().set_read_timeout(None);
         let reader = FrameReader::new(stream.clone(), Role::Client, MAX_INCOMING);
         Ok(Client {
             url,
@@ -265,7 +298,7 @@ impl Client {
 
     /// Bounds how long a `recv` may block (`None`: forever).
     pub fn set_timeout(&self, t: Option<Duration>) {
-        let _ = self.stream.0.set_read_timeout(t);
+        let _ = self.stream.tcp().set_read_timeout(t);
     }
 
     pub fn send(&mut self, v: &Value) -> Result<()> {
@@ -432,7 +465,7 @@ impl Client {
 
     /// Splits into the read half and the (only) writer, for programs that
     /// read and write from different threads (`workbench connect`).
-    pub fn split(self) -> (FrameReader<SharedStream>, WebSocket<SharedStream>) {
+    pub fn split(self) -> (FrameReader<Stream>, WebSocket<Stream>) {
         (self.reader, self.writer)
     }
 }
@@ -496,7 +529,7 @@ mod tests {
         assert_eq!(normalize_url("ws://h:1").ok(), Some("ws://h:1".into()));
         assert_eq!(normalize_url("h:2").ok(), Some("ws://h:2".into()));
         assert_eq!(normalize_url("h").ok(), Some("ws://h:6667".into()));
-        assert!(normalize_url("wss://h").is_err());
+        assert_eq!(normalize_url("wss://h:1").ok(), Some("wss://h:1".into()));
         assert!(normalize_url("http://h").is_err());
         for bad in [
             "ws://h:99999",

@@ -17,6 +17,7 @@ use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
 use super::hub::{ConnId, Hub};
 use super::outbox::{Outgoing, SendQueue};
 use super::protocol::{ClientMsg, Refusal};
+use super::transport::Stream;
 use super::writer::{PeerQueue, Writer};
 use crate::util::{log_event, now_ms};
 
@@ -42,8 +43,19 @@ pub struct Limits {
 /// under a blocked reader is then only a few small frames, and what the
 /// deeper steps touched is given back (`trim_stack`), so thousands of idle
 /// connections cost little resident memory.
-pub fn serve(hub: Arc<Hub>, writer: &Writer, stream: TcpStream, limits: Limits) {
-    let Some((shared, peer, ip)) = handshake(stream) else {
+///
+/// With `tls` (`--cert/--key`) the TLS handshake runs first, here on the
+/// connection's own thread, so a client stalling in it delays nobody else;
+/// it has [`crate::tls::HANDSHAKE_LIMIT`], and a client that does not speak
+/// TLS (plain `ws://`, HTTP) fails it and is dropped.
+pub fn serve(
+    hub: Arc<Hub>,
+    writer: &Writer,
+    stream: TcpStream,
+    limits: Limits,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) {
+    let Some((shared, peer, ip)) = handshake(stream, tls) else {
         return;
     };
     let (id, outbox) = open(&hub, writer, &shared, peer, ip, limits);
@@ -56,13 +68,13 @@ pub fn serve(hub: Arc<Hub>, writer: &Writer, stream: TcpStream, limits: Limits) 
 fn open(
     hub: &Hub,
     writer: &Writer,
-    shared: &SharedStream,
+    shared: &Stream,
     peer: String,
     ip: Option<IpAddr>,
     limits: Limits,
 ) -> (ConnId, PeerQueue) {
-    let outbox = writer.add(shared.0.clone(), limits.outbox);
-    let id = hub.register(outbox.clone(), Some(shared.clone()), ip);
+    let outbox = writer.add_tls(shared.tcp().clone(), shared.tls().cloned(), limits.outbox);
+    let id = hub.register(outbox.clone(), Some(shared.shared()), ip);
     log_event("connect", json!({"conn": id, "peer": peer}));
     (id, outbox)
 }
@@ -87,12 +99,27 @@ fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerQueue) {
 /// are dropped right after. Not inlined, so its deep frames are gone (and
 /// can be trimmed) by the time the read loop starts.
 #[inline(never)]
-fn handshake(stream: TcpStream) -> Option<(SharedStream, String, Option<IpAddr>)> {
+fn handshake(
+    stream: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> Option<(Stream, String, Option<IpAddr>)> {
     let addr = stream.peer_addr().ok();
     let peer = addr.map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let shared = SharedStream::new(stream);
+    let shared = match tls {
+        None => Stream::Plain(SharedStream::new(stream)),
+        Some(config) => match crate::tls::accept(stream, config, crate::tls::HANDSHAKE_LIMIT) {
+            Ok(t) => Stream::Tls(t),
+            Err(e) => {
+                log_event(
+                    "tls_handshake_failed",
+                    json!({"peer": peer, "error": crate::tls::describe(&e)}),
+                );
+                return None;
+            }
+        },
+    };
+    let _ = shared.tcp().set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let config = WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0);
@@ -106,7 +133,7 @@ fn handshake(stream: TcpStream) -> Option<(SharedStream, String, Option<IpAddr>)
             return None;
         }
     };
-    let _ = shared.0.set_read_timeout(None);
+    let _ = shared.tcp().set_read_timeout(None);
     Some((shared, peer, addr.map(|a| a.ip())))
 }
 
@@ -115,7 +142,7 @@ fn handshake(stream: TcpStream) -> Option<(SharedStream, String, Option<IpAddr>)
 fn read_loop(
     hub: &Hub,
     id: ConnId,
-    stream: SharedStream,
+    stream: Stream,
     outbox: &PeerQueue,
     limits: Limits,
 ) -> &'static str {
@@ -136,7 +163,7 @@ fn read_loop(
             }
             // A few ms past it, so the timeout never fires just before.
             let _ = stream
-                .0
+                .tcp()
                 .set_read_timeout(Some(Duration::from_millis(left + 5)));
         }
         // About to block: give back stack pages the last handler touched.
@@ -173,7 +200,7 @@ fn read_loop(
         if deadline.is_some() {
             deadline = hub.deadline(id);
             if deadline.is_none() {
-                let _ = stream.0.set_read_timeout(None);
+                let _ = stream.tcp().set_read_timeout(None);
             }
         }
     }

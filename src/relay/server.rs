@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub allow_file: Option<PathBuf>,
     pub limits: Limits,
     pub hub: HubConfig,
+    /// `--cert/--key`: serve `wss://` (TLS on every connection).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Counts live connections, in total and per client address; the last one
@@ -145,7 +147,8 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     log_event(
         "listening",
         json!({"host": addr.ip().to_string(), "port": addr.port(), "name": cfg.hub.server_name,
-               "url": format!("ws://{addr}")}),
+               "url": format!("{}://{addr}", if cfg.tls.is_some() { "wss" } else { "ws" }),
+               "tls": cfg.tls.is_some()}),
     );
 
     let hub = Arc::new(Hub::new(cfg.hub.clone(), seed()));
@@ -236,12 +239,13 @@ fn accept_loop(
         let hub = hub.clone();
         let writer = writer.clone();
         let limits = cfg.limits;
+        let tls = cfg.tls.clone();
         let spawned = thread::Builder::new()
             .name(format!("relay-conn-{n}"))
             .stack_size(512 * 1024)
             .spawn(move || {
                 let _slot = slot;
-                conn::serve(hub, &writer, stream, limits);
+                conn::serve(hub, &writer, stream, limits, tls.as_ref());
             });
         if let Err(e) = spawned {
             log_event("spawn_failed", json!({"error": e.to_string()}));
@@ -314,5 +318,10 @@ fn refuse(mut stream: TcpStream, over: Over, cfg: &ServerConfig, log_gate: &mut 
          Connection: close\r\n\r\n{body}",
         body.len()
     );
+    // A TLS port just closes: answering would need a handshake on this
+    // thread (the accept loop).
+    if cfg.tls.is_some() {
+        return;
+    }
     let _ = stream.write_all(response.as_bytes());
 }

@@ -7,6 +7,13 @@
 //! is dropped by the hub; nobody else waits for it. Not here: reading
 //! (`conn`, `frame`) or what the bytes mean (`hub`).
 //!
+//! TLS (`wss://`): the writer still owns the socket. It seals each queued
+//! frame with the connection's [`TlsStream`] (encryption under that
+//! session's lock, no I/O) and sends the records like plain bytes, so the
+//! vectored non-blocking sends, epoll and the outbox caps are the same for
+//! both. Alerts or key updates rustls queues while the reader decrypts go
+//! out with the next sealed frame (a relay answers pings, so that is soon).
+//!
 //! Why one thread instead of one per connection: a broadcast to N peers
 //! costs N `sendmsg` calls in one thread, not N futex wakes and context
 //! switches, and an idle connection costs no writer stack.
@@ -24,6 +31,7 @@ use tungstenite::Bytes;
 
 use super::frame::ServerFrame;
 use super::outbox::{Outgoing, QueueFull, SendQueue};
+use crate::tls::TlsStream;
 use crate::util::log_event;
 
 /// The writer's name for a socket, also its epoll token.
@@ -57,7 +65,7 @@ type Peers = HashMap<Token, Peer, std::hash::BuildHasherDefault<TokenHasher>>;
 /// A request to the writer thread, in the order it must happen.
 enum Cmd {
     /// A new connection: from now on the writer owns its write side.
-    Add(Token, Arc<TcpStream>, Arc<AtomicUsize>),
+    Add(Token, Arc<TcpStream>, Arc<AtomicUsize>, Option<TlsStream>),
     /// One framed message.
     Send(Token, Bytes),
     /// A close frame: write what is queued and the frame, then shut the
@@ -127,10 +135,16 @@ impl Writer {
     /// messages are queued and not yet written, sending through the outbox
     /// fails.
     pub fn add(&self, stream: Arc<TcpStream>, cap: usize) -> PeerQueue {
+        self.add_tls(stream, None, cap)
+    }
+
+    /// As [`Writer::add`], for a socket that carries a TLS session: every
+    /// frame is sealed with `tls` before it is sent.
+    pub fn add_tls(&self, stream: Arc<TcpStream>, tls: Option<TlsStream>, cap: usize) -> PeerQueue {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let shared = self.shards[(id % self.shards.len() as u64) as usize].clone();
         let queued = Arc::new(AtomicUsize::new(0));
-        shared.push(Cmd::Add(id, stream, queued.clone()));
+        shared.push(Cmd::Add(id, stream, queued.clone(), tls));
         PeerQueue {
             id,
             cap,
@@ -229,6 +243,21 @@ struct Peer {
     closing: bool,
     /// Shut down; anything more for it is discarded.
     dead: bool,
+    /// `wss://`: frames are sealed into TLS records before they are queued.
+    tls: Option<TlsStream>,
+}
+
+/// The bytes that go on the wire for `frame`: itself, or its TLS records
+/// (with a close_notify after a close frame). `None`: the session failed.
+fn wire(p: &Peer, frame: Bytes, close: bool) -> Option<Bytes> {
+    let Some(tls) = &p.tls else {
+        return Some(frame);
+    };
+    let mut records = tls.seal(&frame).ok()?;
+    if close {
+        records.extend_from_slice(&tls.close_notify());
+    }
+    Some(Bytes::from(records))
 }
 
 fn write_loop(shared: &Shared, epfd: OwnedFd) {
@@ -281,7 +310,7 @@ fn write_loop(shared: &Shared, epfd: OwnedFd) {
 
 fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
     match cmd {
-        Cmd::Add(id, stream, queued) => {
+        Cmd::Add(id, stream, queued, tls) => {
             peers.insert(
                 id,
                 Peer {
@@ -292,6 +321,7 @@ fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
                     polling: false,
                     closing: false,
                     dead: false,
+                    tls,
                 },
             );
         }
@@ -305,6 +335,11 @@ fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
         }
         Cmd::Send(id, bytes) => {
             if let Some(p) = peers.get_mut(&id) {
+                let Some(bytes) = wire(p, bytes, false) else {
+                    p.queued.fetch_sub(1, Ordering::Relaxed);
+                    kill(epfd, id, p);
+                    return;
+                };
                 if p.out.is_empty() {
                     dirty.push(id);
                 }
@@ -313,6 +348,11 @@ fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
         }
         Cmd::Close(id, bytes) => {
             if let Some(p) = peers.get_mut(&id) {
+                let Some(bytes) = wire(p, bytes, true) else {
+                    p.queued.fetch_sub(1, Ordering::Relaxed);
+                    kill(epfd, id, p);
+                    return;
+                };
                 if p.out.is_empty() {
                     dirty.push(id);
                 }
