@@ -9,6 +9,7 @@ mod channels;
 mod connect;
 mod create;
 mod demo;
+mod deploy;
 mod doctor;
 mod identity;
 mod invite;
@@ -160,6 +161,12 @@ const COMMANDS: &[Command] = &[
         summary: "interactive relay session",
         usage: connect::USAGE,
         run: connect::run,
+    },
+    Command {
+        name: "deploy",
+        summary: "write Docker Compose / Akash SDL files to run the relay",
+        usage: deploy::USAGE,
+        run: deploy::run,
     },
     Command {
         name: "identity",
