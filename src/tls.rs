@@ -229,6 +229,42 @@ pub fn client_config(extra: &[CertificateDer<'static>]) -> Result<Arc<ClientConf
     Ok(Arc::new(config))
 }
 
+/// Whether a client trusting the system's store plus `extra` (as `--ca`
+/// does) would accept `chain` (leaf first) from a server it reached as
+/// `host`: the deploy command's health check connects to `localhost` with
+/// the certificate file as its `--ca`.
+pub fn would_verify(
+    chain: &[CertificateDer<'static>],
+    host: &str,
+    extra: &[CertificateDer<'static>],
+) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.add_parsable_certificates(extra.iter().cloned());
+    let Ok(verifier) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+    else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(host.to_string()) else {
+        return false;
+    };
+    use rustls::client::danger::ServerCertVerifier;
+    verifier
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &name,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+        )
+        .is_ok()
+}
+
 /// Why a handshake failed, in words for one line on stderr.
 pub fn describe(e: &io::Error) -> String {
     use rustls::{CertificateError, Error as TlsError};

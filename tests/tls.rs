@@ -7,6 +7,7 @@
 //! over HTTPS.
 
 mod relay_common;
+mod tls_common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -17,125 +18,20 @@ use std::time::Duration;
 
 use relay_common::{die_with_parent, watchdog, Relay, BIN, READ_TIMEOUT};
 use serde_json::{json, Value};
+use tls_common::Certs;
 use tungstenite::{Message, WebSocket};
 use workbench::tls::{self, TlsStream};
 
-/// Certificates for one test, in their own temp dir.
-struct Certs {
-    dir: PathBuf,
+trait TlsRelay {
+    fn relay(&self, extra: &[&str]) -> Relay;
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Certs {
-    /// A CA, a server certificate for localhost and 127.0.0.1 signed by it
-    /// (key type `kind`: "ec", "rsa" or "ed25519"), an unrelated CA, an
-    /// expired server certificate and a stray key.
-    fn new(tag: &str, kind: &str) -> Certs {
-        let dir = std::env::temp_dir().join(format!("wb-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("cert dir");
-        let newkey: &[&str] = match kind {
-            "rsa" => &["-newkey", "rsa:2048"],
-            "ed25519" => &["-newkey", "ed25519"],
-            _ => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-        };
-        let ec: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-        for ca in ["ca", "other-ca"] {
-            let key = format!("{ca}.key");
-            let pem = format!("{ca}.pem");
-            let subj = format!("/CN=workbench test {ca}");
-            let mut a = vec![
-                "req", "-x509", "-nodes", "-days", "30", "-keyout", &key, "-out", &pem, "-subj",
-                &subj,
-            ];
-            a.splice(2..2, ec.iter().copied());
-            openssl(&dir, &a);
-        }
-        std::fs::write(
-            dir.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("ext");
-        let mut a = vec![
-            "req",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ];
-        a.splice(1..1, newkey.iter().copied());
-        openssl(&dir, &a);
-        let sign = |out: &str, days: &str| {
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "server.csr",
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    out,
-                    "-days",
-                    days,
-                    "-extfile",
-                    "ext.cnf",
-                ],
-            )
-        };
-        sign("server.pem", "10");
-        // notAfter one day before notBefore (now): expired from the start.
-        sign("expired.pem", "-1");
-        let mut a = vec![
-            "req",
-            "-nodes",
-            "-keyout",
-            "stray.key",
-            "-out",
-            "stray.csr",
-            "-subj",
-            "/CN=stray",
-        ];
-        a.splice(1..1, ec.iter().copied());
-        openssl(&dir, &a);
-        std::fs::write(dir.join("junk.pem"), "this is not PEM\n").expect("junk");
-        Certs { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
+impl TlsRelay for Certs {
     fn relay(&self, extra: &[&str]) -> Relay {
         let (cert, key) = (self.path("server.pem"), self.path("server.key"));
         let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
         args.extend_from_slice(extra);
         Relay::start(&args)
-    }
-}
-
-impl Drop for Certs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -106,7 +106,8 @@ impl TryFrom<String> for Size {
 struct FileConfig {
     provider: Option<Provider>,
     name: Option<Spanned<String>>,
-    port: Option<Spanned<u16>>,
+    /// Wider than a port, so 70000 gets "must be 1-65535" with its line.
+    port: Option<Spanned<u64>>,
     image: Option<String>,
     volumes: Option<bool>,
     health_check: Option<bool>,
@@ -155,7 +156,8 @@ struct Plan {
     volumes: bool,
     health_check: bool,
     tls: Option<(PathBuf, PathBuf)>,
-    /// The certificate names localhost, so the health check can verify it.
+    /// The health check (`--ca` the certificate file, to localhost) would
+    /// verify this certificate.
     tls_localhost: bool,
     network: Option<String>,
     dockerfile: bool,
@@ -273,14 +275,16 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
     let port = match (port_arg, &file.port) {
         (Some(0), _) => return Err(usage_error(USAGE, "--port must be 1-65535")),
         (Some(p), _) => p,
-        (None, Some(p)) if p.value == 0 => {
-            return Err(fail_at(
-                &cfg_file,
-                p.referenced.line(),
-                "port must be 1-65535",
-            ))
-        }
-        (None, Some(p)) => p.value,
+        (None, Some(p)) => match u16::try_from(p.value) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(fail_at(
+                    &cfg_file,
+                    p.referenced.line(),
+                    "port must be 1-65535",
+                ))
+            }
+        },
         (None, None) => 6667,
     };
     let network = match (network_arg, &file.network) {
@@ -310,8 +314,9 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
     let tls = match tls {
         None => None,
         Some((c, k)) => {
-            let id = crate::tls::load_server(&c, &k).map_err(|e| CliError::Usage(e.to_string()))?;
-            tls_localhost = names_localhost(&id.cert_pem);
+            crate::tls::load_server(&c, &k).map_err(|e| CliError::Usage(e.to_string()))?;
+            let chain = crate::tls::load_certs(&c).map_err(|e| CliError::Usage(e.to_string()))?;
+            tls_localhost = crate::tls::would_verify(&chain, "localhost", &chain);
             let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
             Some((abs(c), abs(k)))
         }
@@ -393,23 +398,6 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
         },
         init_config,
     ))
-}
-
-/// Whether the certificate is valid for `localhost`, which is where the
-/// container's health check connects.
-fn names_localhost(cert_pem: &[u8]) -> bool {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let Some(Ok(der)) = CertificateDer::pem_slice_iter(cert_pem).next() else {
-        return false;
-    };
-    let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
-        return false;
-    };
-    let Ok(name) = ServerName::try_from("localhost") else {
-        return false;
-    };
-    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
 /// A YAML scalar that means exactly `s`: a JSON string is a valid YAML
@@ -497,8 +485,8 @@ fn compose(p: &Plan) -> String {
 }
 
 /// The health check: `workbench channels` against the relay (LIST_CHANNELS
-/// needs no identity). Over TLS it verifies the certificate like any client,
-/// so it runs only if the certificate names localhost.
+/// needs no identity). Over TLS it verifies the certificate like any client
+/// (there is no skip-verify), so it is written only if that would pass.
 fn health_test(p: &Plan) -> Option<Vec<String>> {
     if !p.health_check || (p.tls.is_some() && !p.tls_localhost) {
         return None;
@@ -629,7 +617,11 @@ pub fn run(args: pico_args::Arguments) -> CliResult {
                 println!("wrote {}", w.display());
             }
             if p.tls.is_some() && p.health_check && !p.tls_localhost {
-                println!("no health check: the certificate does not name localhost, where the check would connect");
+                println!(
+                    "no health check: it connects to wss://localhost with the certificate file as its --ca, and this\n\
+                     certificate would not verify that way (it must name localhost, and the file must hold its\n\
+                     issuer, or be self-signed)"
+                );
             }
             if p.dockerfile {
                 println!(
