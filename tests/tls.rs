@@ -451,3 +451,62 @@ fn workbench_get(port: u16, path: &str) -> (u16, String) {
     let code = got.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, got)
 }
+
+#[allow(dead_code)]
+mod common;
+
+/// `workbench mcp` with WORKBENCH_CERT/WORKBENCH_KEY: the servers it starts
+/// serve HTTPS, the tools return https:// URLs and keep working (they talk
+/// to their server over loopback), and a viewer on wss:// gets the pushes.
+#[test]
+fn mcp_started_servers_use_https_and_push_over_wss() {
+    let _w = watchdog(90);
+    let certs = Certs::new("mcp", "ec");
+    let home = common::TempHome::new("tls-mcp");
+    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
+    let mut mcp =
+        common::Mcp::start_env(&home, &[("WORKBENCH_CERT", &cert), ("WORKBENCH_KEY", &key)]);
+    mcp.initialize();
+    let s = mcp.ok(
+        "workbench_scaffold",
+        json!({"name": "secure", "title": "TLS"}),
+    );
+    let url = s["url"].as_str().expect("url");
+    assert!(url.starts_with("https://127.0.0.1:"), "{s}");
+    let port = s["port"].as_u64().expect("port") as u16;
+    let list = mcp.ok("workbench_list", json!({}));
+    assert!(
+        list["projects"][0]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{list}"
+    );
+
+    // A viewer over wss://, verified against the test CA.
+    let ca = tls::load_certs(Path::new(&certs.path("ca.pem"))).expect("ca");
+    let config = tls::client_config(&ca).expect("config");
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let stream =
+        tls::connect(tcp, &config, "127.0.0.1", Duration::from_secs(10)).expect("handshake");
+    stream
+        .tcp()
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    let ws_url = format!("wss://127.0.0.1:{port}/ws");
+    let (mut ws, _) = tungstenite::client::client(ws_url.as_str(), stream).expect("wss upgrade");
+    let first = recv(&mut ws);
+    assert_eq!(first["type"], "HELLO", "{first}");
+    let pushed = mcp.ok(
+        "workbench_state",
+        json!({"project": "secure", "template": "<h1>over TLS</h1>"}),
+    );
+    assert!(pushed["viewers"].as_u64().is_some(), "{pushed}");
+    let got = loop {
+        let v = recv(&mut ws);
+        if v["type"] == "STATE" && v["state"]["template"] == "<h1>over TLS</h1>" {
+            break v;
+        }
+    };
+    assert_eq!(got["full"], false);
+    mcp.ok("workbench_stop", json!({"project": "secure"}));
+}

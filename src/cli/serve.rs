@@ -8,7 +8,7 @@ use crate::project::{Project, ProjectName};
 pub const USAGE: &str = "\
 usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N | --prefer-port N] [--public-host H] [--max-body BYTES]
                        [--events-max-bytes B] [--events-segment-bytes B] [--events-memory-bytes B]
-                       [--events-rate N] [--events-client-rate N]
+                       [--events-rate N] [--events-client-rate N] [--cert FILE --key FILE]
 
 Creates ~/workbench/<name>/ if missing (an existing project keeps its files)
 and serves its live page on the LAN until Ctrl-C or SIGTERM.
@@ -30,11 +30,18 @@ options:
   --events-memory-bytes B   newest events kept in memory (default 8388608)
   --events-rate N           events per second from all viewers together (default 50)
   --events-client-rate N    events per second per address or IPv6 /64 (default 5)
+  --cert FILE        serve HTTPS with this PEM certificate chain (the page's
+                     socket becomes wss://, its URL https://); needs --key.
+                     Plain HTTP is then served only to this machine
+                     (loopback), for the owner's own tools
+  --key FILE         the certificate's PEM private key
 
 environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST; each
 --events-* option also reads WORKBENCH_EVENTS_MAX_BYTES, _SEGMENT_BYTES,
 _MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), so servers started
 by `workbench mcp` take them from its environment.
+WORKBENCH_CERT and WORKBENCH_KEY are the defaults for --cert/--key (set them
+where `workbench mcp` runs and the servers it starts use HTTPS).
 
 example:
   workbench serve bench1 --title \"PSU bring-up\"
@@ -81,8 +88,21 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         "WORKBENCH_EVENTS_CLIENT_RATE",
     )?
     .unwrap_or(5);
+    let cert: Option<std::path::PathBuf> = args.opt_value_from_str("--cert").map_err(&err)?;
+    let key: Option<std::path::PathBuf> = args.opt_value_from_str("--key").map_err(&err)?;
     let name: String = positional(&mut args, USAGE, "name")?;
     finish(args, USAGE)?;
+    let files = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => page::tls::env_files().map_err(|e| usage_error(USAGE, e))?,
+        _ => return Err(usage_error(USAGE, "--cert and --key go together")),
+    };
+    let tls = match files {
+        None => None,
+        Some((c, k)) => {
+            Some(page::tls::PageTls::load(&c, &k).map_err(|e| CliError::Usage(e.to_string()))?)
+        }
+    };
     let name = ProjectName::parse(&name).map_err(|e| usage_error(USAGE, e))?;
     let port = match (port, prefer) {
         (Some(_), Some(_)) => {
@@ -121,6 +141,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             memory_bytes: memory_bytes as usize,
         },
         event_limits: page::EventLimits::per_second(client_rate as f64, rate as f64),
+        tls,
     };
     page::serve(cfg).map_err(CliError::Failed)
 }

@@ -9,6 +9,7 @@ mod events;
 mod files;
 mod hub;
 pub mod routes;
+pub mod tls;
 mod viewer;
 
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     pub events_quota: eventlog::Quota,
     /// Rate limits for POST /api/event.
     pub event_limits: events::Limits,
+    /// `--cert/--key`: serve HTTPS (and `wss://` for the page's socket).
+    pub tls: Option<tls::PageTls>,
 }
 
 /// Why the server is stopping.
@@ -165,7 +168,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     // Vanished viewers: unacked pings time out after 20 s; stuck writes after 15 s.
     sys::tune_listener(listener.as_raw_fd(), 20_000, 15);
-    let server = tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())?;
+    let server =
+        tiny_http::Server::from_listener(listener, cfg.tls.as_ref().map(tls::PageTls::ssl_config))
+            .map_err(|e| e.to_string())?;
     let server = Arc::new(server);
 
     // The events log ends its own torn line (eventlog::EventLog::open).
@@ -208,7 +213,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     } else {
         host_shown
     };
-    let url = format!("http://{host_url}:{port}/");
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host_url}:{port}/");
     let started_ms = util::now_ms();
     let info = ServerInfo {
         pid: std::process::id(),
