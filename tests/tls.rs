@@ -510,3 +510,66 @@ fn mcp_started_servers_use_https_and_push_over_wss() {
     assert_eq!(got["full"], false);
     mcp.ok("workbench_stop", json!({"project": "secure"}));
 }
+
+#[test]
+fn doctor_reports_certificate_expiry() {
+    let _w = watchdog(60);
+    let certs = Certs::new("doctor", "ec");
+    let home = common::TempHome::new("tls-doctor");
+    let run = |extra: &[&str], env: &[(&str, String)]| {
+        let mut cmd = home.cmd();
+        cmd.arg("doctor")
+            .arg("--json")
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let out = cmd.output().expect("doctor");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+        v["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter(|c| c["check"].as_str().is_some_and(|n| n.starts_with("tls")))
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    // Issued for 10 days: a warning with the date and the days left.
+    let c = run(
+        &[
+            "--cert",
+            &certs.path("server.pem"),
+            "--key",
+            &certs.path("server.key"),
+        ],
+        &[],
+    );
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0]["status"], "warn", "{c:?}");
+    let detail = c[0]["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("expires on") && detail.contains("days left"),
+        "{detail}"
+    );
+    // Expired: FAIL, with the date it expired.
+    let c = run(&["--cert", &certs.path("expired.pem")], &[]);
+    assert_eq!(c[0]["status"], "fail", "{c:?}");
+    assert!(
+        c[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired on")),
+        "{c:?}"
+    );
+    // WORKBENCH_CERT (what MCP-started servers use) with the wrong key.
+    let env = [
+        ("WORKBENCH_CERT", certs.path("server.pem")),
+        ("WORKBENCH_KEY", certs.path("stray.key")),
+    ];
+    let c = run(&[], &env);
+    assert_eq!(c[0]["check"], "tls WORKBENCH_CERT");
+    assert_eq!(c[0]["status"], "fail", "{c:?}");
+    assert!(
+        c[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("does not match")),
+        "{c:?}"
+    );
+}

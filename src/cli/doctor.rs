@@ -18,7 +18,7 @@ use crate::setup::clients::{self, Client, Registration};
 use crate::sys;
 
 pub const USAGE: &str = "\
-usage: workbench doctor [--json]
+usage: workbench doctor [--json] [--cert FILE [--key FILE]]
 
 Checks this machine and explains how to fix each problem it finds:
   home      $WORKBENCH_HOME (default ~/workbench) exists or can be created, and is writable
@@ -28,12 +28,17 @@ Checks this machine and explains how to fix each problem it finds:
   clients   each AI CLI's registration of `workbench mcp` (see `workbench setup`)
   servers   every .server.json: process alive, really `workbench serve <name>`,
             answering GET /health for that project; stale records are flagged
+  tls       the certificate in $WORKBENCH_CERT (what servers `workbench mcp`
+            starts use) and --cert FILE: when it expires (warn under 14
+            days, FAIL once expired) and whether the key matches
 
 Each line reads `ok|warn|FAIL  <check>: <detail>`, followed by `fix: ...` when
 something needs doing. Exit status 1 if any check FAILs, else 0.
 
 options:
-  --json   one JSON object instead of text: {\"ok\":bool,\"checks\":[{\"status\",\"check\",\"detail\",\"fix\"}]}
+  --json       one JSON object instead of text: {\"ok\":bool,\"checks\":[{\"status\",\"check\",\"detail\",\"fix\"}]}
+  --cert FILE  also check this certificate (e.g. the relay's --cert)
+  --key FILE   and that this key belongs to it
 
 example:
   workbench doctor
@@ -113,6 +118,12 @@ fn problem(
 
 pub fn run(mut args: pico_args::Arguments) -> CliResult {
     let as_json = args.contains("--json");
+    let cert: Option<PathBuf> = args
+        .opt_value_from_str("--cert")
+        .map_err(super::arg_error(USAGE))?;
+    let key: Option<PathBuf> = args
+        .opt_value_from_str("--key")
+        .map_err(super::arg_error(USAGE))?;
     finish(args, USAGE)?;
 
     let home = user_home().ok();
@@ -134,6 +145,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     checks.extend(check_servers(&servers));
     checks.push(crate::setup::remote::doctor_check().into());
     checks.push(check_start_md(&project::home()));
+    checks.extend(check_tls(cert, key));
 
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     if as_json {
@@ -164,6 +176,85 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         )));
     }
     Ok(())
+}
+
+/// Days left under which a certificate's expiry is a warning.
+const CERT_WARN_DAYS: i64 = 14;
+
+/// The certificates doctor was pointed at: `--cert`, and `WORKBENCH_CERT`.
+fn check_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Vec<Check> {
+    let mut files = Vec::new();
+    if let Some(c) = cert {
+        files.push(("--cert", c, key));
+    }
+    if let Some(c) = std::env::var_os(crate::page::tls::CERT_ENV).filter(|v| !v.is_empty()) {
+        let k = std::env::var_os(crate::page::tls::KEY_ENV).map(PathBuf::from);
+        files.push(("WORKBENCH_CERT", PathBuf::from(c), k));
+    }
+    if files.is_empty() {
+        return vec![ok(
+            "tls",
+            "no certificate configured (pages use http://; set WORKBENCH_CERT/WORKBENCH_KEY for https://)",
+        )];
+    }
+    files
+        .into_iter()
+        .map(|(from, c, k)| check_cert(from, &c, k.as_deref()))
+        .collect()
+}
+
+fn check_cert(from: &str, cert: &Path, key: Option<&Path>) -> Check {
+    let name = format!("tls {from}");
+    let fix_file = "give a PEM certificate chain (leaf first) and its key; see docs/tls.md";
+    let chain = match crate::tls::load_certs(cert) {
+        Ok(c) => c,
+        Err(e) => return problem(Status::Fail, name, e.to_string(), fix_file),
+    };
+    let v = match crate::tls::Validity::of(&chain[0]) {
+        Ok(v) => v,
+        Err(e) => {
+            return problem(
+                Status::Fail,
+                name,
+                format!("{}: {e}", cert.display()),
+                fix_file,
+            )
+        }
+    };
+    let now = crate::util::now_ms() / 1000;
+    let days = v.days_left(now);
+    let when = crate::tls::date(v.not_after);
+    if let Some(key) = key {
+        if let Err(e) = crate::tls::load_server(cert, key) {
+            if v.not_after >= now {
+                return problem(Status::Fail, name, e.to_string(), fix_file);
+            }
+        }
+    }
+    let renew = format!(
+        "renew {} before it expires and restart the servers using it",
+        cert.display()
+    );
+    if v.not_after < now {
+        problem(
+            Status::Fail,
+            name,
+            format!("{} expired on {when}", cert.display()),
+            renew,
+        )
+    } else if days < CERT_WARN_DAYS {
+        problem(
+            Status::Warn,
+            name,
+            format!("{} expires on {when} ({days} days left)", cert.display()),
+            renew,
+        )
+    } else {
+        ok(
+            name,
+            format!("{} valid until {when} ({days} days left)", cert.display()),
+        )
+    }
 }
 
 fn check_binary() -> Check {
