@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked
+# The Compose and Akash schemas tests/deploy.rs validates against (npm pack).
+if command -v npm >/dev/null; then ./scripts/deploy_schemas.sh; fi
 cargo test --locked --no-fail-fast -- --test-threads="${WORKBENCH_TEST_THREADS:-4}"
 
 # An independent Node client of the AgentChat 0.3.0 wire protocol (signing
@@ -14,6 +16,7 @@ if command -v node >/dev/null && command -v npm >/dev/null; then
   [[ -d tests/compat/node_modules/ws ]] || (cd tests/compat && npm ci --no-audit --no-fund)
   echo "== AgentChat 0.3.0 wire-compatibility test (Node client)"
   node --test --test-concurrency=1 tests/compat/agentchat030.test.mjs
+  ./scripts/compat_tls.sh
 elif [[ "${WORKBENCH_REQUIRE_BROWSER:-0}" == 1 ]]; then
   echo "the Node compatibility test is required but node/npm is missing" >&2
   exit 1
@@ -40,6 +43,8 @@ if [[ -x "$CHROMIUM" ]] && command -v node >/dev/null; then
   fi
   echo "== browser tests (Chromium: $CHROMIUM)"
   node --test --test-concurrency=1 tests/browser/e2e.mjs
+  echo "== browser tests over HTTPS"
+  node --test --test-concurrency=1 tests/browser/tls.mjs
 else
   if [[ "${WORKBENCH_REQUIRE_BROWSER:-0}" == 1 ]]; then
     echo "browser tests required but $CHROMIUM or node is missing" >&2

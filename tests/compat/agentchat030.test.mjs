@@ -44,13 +44,21 @@ deadline.unref();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'wb-compat-'));
 let relay = null;
 let url = null;
+// scripts/compat_tls.sh runs this same file over wss://: the relay gets
+// --cert/--key, Node's `ws` trusts the test CA through NODE_EXTRA_CA_CERTS,
+// and our own CLI gets --ca.
+const TLS = process.env.WORKBENCH_COMPAT_CERT
+  ? { cert: process.env.WORKBENCH_COMPAT_CERT, key: process.env.WORKBENCH_COMPAT_KEY, ca: process.env.NODE_EXTRA_CA_CERTS }
+  : null;
+const caArgs = TLS ? ['--ca', TLS.ca] : [];
 const clients = new Set();
 
 // ---------- the relay ----------
 
 before(async () => {
   assert.ok(fs.existsSync(BIN), `${BIN} missing: run cargo build first`);
-  relay = spawn(BIN, ['relay', '--host', '127.0.0.1', '--port', '0', '--name', 'compat-relay'], {
+  const tlsArgs = TLS ? ['--cert', TLS.cert, '--key', TLS.key] : [];
+  relay = spawn(BIN, ['relay', '--host', '127.0.0.1', '--port', '0', '--name', 'compat-relay', ...tlsArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const port = await new Promise((resolve, reject) => {
@@ -68,7 +76,7 @@ before(async () => {
       else resolve(first.port);
     });
   });
-  url = `ws://127.0.0.1:${port}`;
+  url = TLS ? `wss://localhost:${port}` : `ws://127.0.0.1:${port}`;
 });
 
 after(() => {
@@ -631,7 +639,7 @@ t('identity files: workbench-written loads and signs in Node; Node-written loads
   fs.chmodSync(loose, 0o644);
   await assert.rejects(run(['identity', '--show', '--file', loose]), /chmod 600/);
   assert.ok(show2.includes(agentIdOf(node.pubkey)), show2);
-  const out = await run(['send', url, peer.agentId, 'workbench signs with a node key', '--identity', nodeFile]);
+  const out = await run(['send', url, peer.agentId, 'workbench signs with a node key', '--identity', nodeFile, ...caArgs]);
   const echoed = JSON.parse(out.trim().split('\n').pop());
   assert.equal(echoed.from, `@${agentIdOf(node.pubkey)}`);
   const got = await peer.expectType('MSG', (m) => m.content === 'workbench signs with a node key');
