@@ -7,9 +7,15 @@
 #   docker build -t workbench .
 #   docker build --build-arg TARGET=aarch64-unknown-linux-gnu -t workbench .   # on an arm64 host
 #
+# `workbench deploy --provider docker --dockerfile` writes this same file
+# (the binary embeds it) next to a docker-compose.yml; see docs/deploy.md.
+#
 # Relay (AgentChat clients connect to ws://<host>:6667):
 #   docker run -d --name relay -p 6667:6667 workbench
 #   docker run -d --name relay -p 6667:6667 workbench relay --port 6667 --name lab-relay
+# Over wss:// (the key must be readable by uid 65532):
+#   docker run -d --name relay -p 6667:6667 -v $PWD/certs:/certs:ro workbench \
+#     relay --host 0.0.0.0 --port 6667 --cert /certs/fullchain.pem --key /certs/privkey.pem
 #
 # Page server for one project (state and logs persist in the volume). Inside
 # the container the LAN address is Docker's, so tell it the host's address for
@@ -38,6 +44,8 @@ RUN mkdir -p src && touch src/main.rs src/lib.rs \
  && rm -rf src
 COPY src ./src
 COPY static ./static
+# `workbench deploy --dockerfile` writes this file, embedded at build time.
+COPY Dockerfile ./
 # --target keeps +crt-static away from build scripts and proc macros.
 RUN rustup target add "$TARGET" \
  && RUSTFLAGS='-C target-feature=+crt-static' \

@@ -294,6 +294,9 @@ pub fn describe(e: &io::Error) -> String {
                     "its certificate is for a different host name".into()
                 }
                 CertificateError::BadSignature => "its certificate's signature is wrong".into(),
+                other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    "it presents a CA certificate as its own (a self-signed relay certificate needs basicConstraints=CA:FALSE; see docs/tls.md)".into()
+                }
                 other => format!("its certificate is not trusted: {other:?}"),
             };
             format!("certificate verification failed: {why}")
@@ -485,15 +488,15 @@ mod tests {
     #[test]
     fn missing_and_non_pem_files_are_named() {
         let missing = Path::new("/nonexistent/cert.pem");
-        let e = load_certs(missing).err().expect("missing");
+        let e = load_certs(missing).expect_err("missing");
         assert_eq!(e.to_string(), "/nonexistent/cert.pem: no such file");
         let junk = tmp("junk.pem", b"hello, not a certificate\n");
-        let e = load_certs(&junk).err().expect("junk");
+        let e = load_certs(&junk).expect_err("junk");
         assert!(
             e.to_string().contains("junk.pem: not a PEM certificate"),
             "{e}"
         );
-        let e = load_key(&junk).err().expect("junk key");
+        let e = load_key(&junk).expect_err("junk key");
         assert!(
             e.to_string().contains("junk.pem: not a PEM private key"),
             "{e}"

@@ -11,7 +11,7 @@ mod tls_common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -452,7 +452,6 @@ fn workbench_get(port: u16, path: &str) -> (u16, String) {
     (code, got)
 }
 
-#[allow(dead_code)]
 mod common;
 
 /// `workbench mcp` with WORKBENCH_CERT/WORKBENCH_KEY: the servers it starts
