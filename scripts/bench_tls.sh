@@ -7,12 +7,14 @@
 # Medians across reps, wss/ws ratios. Loopback only; about a minute.
 #
 # usage: scripts/bench_tls.sh [--reps 3] [--agents 500] [--messages 100] [--idle 1000]
-# Raw JSON is left in target/bench-tls/.
+# Raw JSON is left in target/bench-tls/. WORKBENCH_BIN=path uses that binary
+# instead of building target/release/workbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/bench-tls
 mkdir -p "$OUT"
-cargo build --release --quiet
+BIN=${WORKBENCH_BIN:-target/release/workbench}
+[ -n "${WORKBENCH_BIN:-}" ] || cargo build --release --quiet
 (cd scripts/node-relay && npm ci --silent --no-audit --no-fund >/dev/null)
 ulimit -n 20000 2>/dev/null || true
 
@@ -30,7 +32,7 @@ openssl x509 -req -in "$DIR/s.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcre
 RATE=(--rate-burst 1000000 --rate-per-sec 1000000)
 start() { # <label> <args...>; sets PORT and PID
   local label=$1; shift
-  target/release/workbench relay --host 127.0.0.1 --port 0 "${RATE[@]}" "$@" 2>"$OUT/$label.err" >/dev/null &
+  "$BIN" relay --host 127.0.0.1 --port 0 "${RATE[@]}" "$@" 2>"$OUT/$label.err" >/dev/null &
   PID=$!
   pids+=("$PID")
   PORT=

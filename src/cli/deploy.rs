@@ -4,14 +4,11 @@
 //! `deploy`). It writes files only: no container is started, and nothing
 //! touches the Akash network (that needs a funded wallet; the command
 //! prints the official Akash CLI steps instead). The YAML it writes comes
-//! from the templates in `deploy/`; `deploy.yaml` is read with serde-saphyr.
+//! from the templates in `deploy/`; `deploy.yaml` is read with saphyr.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
-use serde_saphyr::Spanned;
 
 use super::{arg_error, finish, usage_error, CliError, CliResult};
 
@@ -67,16 +64,14 @@ const KEY_IN_CONTAINER: &str = "/certs/key.pem";
 /// The image's data folder (Dockerfile: WORKBENCH_HOME).
 const DATA_IN_CONTAINER: &str = "/home/nonroot/workbench";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     Docker,
     Akash,
 }
 
 /// A Kubernetes-style size (`512Mi`, `1Gi`, `100M`), as Akash and Compose take it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Size(String);
 
 impl TryFrom<String> for Size {
@@ -100,48 +95,48 @@ impl TryFrom<String> for Size {
     }
 }
 
+/// A value from deploy.yaml and the line it is on, for errors found later.
+#[derive(Debug, Clone)]
+struct At<T> {
+    value: T,
+    line: usize,
+}
+
 /// deploy.yaml. Unknown keys are errors (a typo must not be ignored).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct FileConfig {
     provider: Option<Provider>,
-    name: Option<Spanned<String>>,
-    /// Wider than a port, so 70000 gets "must be 1-65535" with its line.
-    port: Option<Spanned<u64>>,
+    name: Option<At<String>>,
+    port: Option<At<i64>>,
     image: Option<String>,
     volumes: Option<bool>,
     health_check: Option<bool>,
-    network: Option<Spanned<String>>,
+    network: Option<At<String>>,
     dockerfile: Option<bool>,
     tls: Option<TlsFiles>,
-    resources: Option<Resources>,
-    pricing: Option<Pricing>,
-    /// 0.3.0's keys for its on-chain steps: accepted, used only in the
-    /// printed Akash CLI commands.
+    resources: Resources,
+    pricing: Pricing,
+    /// 0.3.0's key for its on-chain steps: accepted, used only in the
+    /// printed Akash CLI commands (0.3.0's `duration` is accepted and unused).
     wallet: Option<String>,
-    #[allow(dead_code)]
-    duration: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct TlsFiles {
     cert: PathBuf,
     key: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 struct Resources {
-    cpu: Option<Spanned<f64>>,
+    cpu: Option<At<f64>>,
     memory: Option<Size>,
     storage: Option<Size>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 struct Pricing {
-    denom: Option<Spanned<String>>,
+    denom: Option<At<String>>,
     amount: Option<u64>,
 }
 
@@ -170,7 +165,7 @@ struct Plan {
     wallet: Option<String>,
 }
 
-fn fail_at(file: &Path, line: u64, what: impl std::fmt::Display) -> CliError {
+fn fail_at(file: &Path, line: usize, what: impl std::fmt::Display) -> CliError {
     CliError::Usage(format!("{}: line {line}: {what}", file.display()))
 }
 
@@ -178,24 +173,155 @@ fn fail_at(file: &Path, line: u64, what: impl std::fmt::Display) -> CliError {
 fn read_config(path: &Path) -> Result<FileConfig, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("{}: cannot read it: {e}", path.display())))?;
-    if text.trim().is_empty() {
-        return Ok(FileConfig::default());
+    parse_config(&text).map_err(|(line, what)| fail_at(path, line, what))
+}
+
+/// The YAML parsing is saphyr's (a maintained, pure-Rust YAML 1.2 loader
+/// that keeps each node's position); this only maps its tree onto our keys.
+fn parse_config(text: &str) -> Result<FileConfig, (usize, String)> {
+    use saphyr::{LoadableYamlNode, MarkedYaml};
+    let docs = MarkedYaml::load_from_str(text).map_err(|e| {
+        let m = e.marker();
+        (m.line(), format!("column {}: {}", m.col() + 1, e.info()))
+    })?;
+    let mut cfg = FileConfig::default();
+    let Some(root) = docs.first() else {
+        return Ok(cfg); // an empty file
+    };
+    if let Some(extra) = docs.get(1) {
+        return Err((line(extra), "one YAML document only".into()));
     }
-    serde_saphyr::from_str::<FileConfig>(&text).map_err(|e| {
-        let line = e.location().map(|l| l.line()).unwrap_or(0);
-        // The crate's rendering carries a source snippet; the first line is
-        // the message itself.
-        let rendered = e.to_string();
-        let msg = rendered.lines().next().unwrap_or("invalid YAML").trim();
-        let msg = msg.strip_prefix("error: ").unwrap_or(msg);
-        if msg.starts_with("line ") {
-            CliError::Usage(format!("{}: {msg}", path.display()))
-        } else if line > 0 {
-            fail_at(path, line, msg)
-        } else {
-            CliError::Usage(format!("{}: {msg}", path.display()))
+    if root.data.is_null() {
+        return Ok(cfg);
+    }
+    const KEYS: &str = "provider, name, port, image, volumes, health_check, network, dockerfile, tls, resources, pricing, wallet, duration";
+    for (key, key_line, v) in mapping(root, "deploy.yaml")? {
+        match key.as_str() {
+            "provider" => {
+                cfg.provider = Some(match string(v, "provider")?.as_str() {
+                    "docker" => Provider::Docker,
+                    "akash" => Provider::Akash,
+                    other => {
+                        return Err((
+                            line(v),
+                            format!("provider must be docker or akash, not '{other}'"),
+                        ))
+                    }
+                })
+            }
+            "name" => cfg.name = Some(at(v, string(v, "name")?)),
+            "port" => cfg.port = Some(at(v, integer(v, "port")?)),
+            "image" => cfg.image = Some(string(v, "image")?),
+            "volumes" => cfg.volumes = Some(boolean(v, "volumes")?),
+            "health_check" => cfg.health_check = Some(boolean(v, "health_check")?),
+            "network" => cfg.network = Some(at(v, string(v, "network")?)),
+            "dockerfile" => cfg.dockerfile = Some(boolean(v, "dockerfile")?),
+            "wallet" => cfg.wallet = Some(string(v, "wallet")?),
+            "duration" => drop(string(v, "duration")?),
+            "tls" => {
+                let (mut cert, mut key_file) = (None, None);
+                for (k, k_line, w) in mapping(v, "tls")? {
+                    match k.as_str() {
+                        "cert" => cert = Some(PathBuf::from(string(w, "tls.cert")?)),
+                        "key" => key_file = Some(PathBuf::from(string(w, "tls.key")?)),
+                        other => return Err((k_line, unknown(other, "cert, key"))),
+                    }
+                }
+                match (cert, key_file) {
+                    (Some(cert), Some(key)) => cfg.tls = Some(TlsFiles { cert, key }),
+                    _ => return Err((key_line, "tls needs both cert and key".into())),
+                }
+            }
+            "resources" => {
+                for (k, k_line, w) in mapping(v, "resources")? {
+                    let size =
+                        |what: &str| Size::try_from(string(w, what)?).map_err(|e| (line(w), e));
+                    match k.as_str() {
+                        "cpu" => cfg.resources.cpu = Some(at(w, number(w, "resources.cpu")?)),
+                        "memory" => cfg.resources.memory = Some(size("resources.memory")?),
+                        "storage" => cfg.resources.storage = Some(size("resources.storage")?),
+                        other => return Err((k_line, unknown(other, "cpu, memory, storage"))),
+                    }
+                }
+            }
+            "pricing" => {
+                for (k, k_line, w) in mapping(v, "pricing")? {
+                    match k.as_str() {
+                        "denom" => cfg.pricing.denom = Some(at(w, string(w, "pricing.denom")?)),
+                        "amount" => {
+                            let n = integer(w, "pricing.amount")?;
+                            let n = u64::try_from(n).map_err(|_| {
+                                (line(w), "pricing.amount must be 0 or more".to_string())
+                            })?;
+                            cfg.pricing.amount = Some(n);
+                        }
+                        other => return Err((k_line, unknown(other, "denom, amount"))),
+                    }
+                }
+            }
+            other => return Err((key_line, unknown(other, KEYS))),
         }
-    })
+    }
+    Ok(cfg)
+}
+
+type Yaml<'a> = saphyr::MarkedYaml<'a>;
+
+fn line(y: &Yaml<'_>) -> usize {
+    y.span.start.line()
+}
+
+fn at<T>(y: &Yaml<'_>, value: T) -> At<T> {
+    At {
+        value,
+        line: line(y),
+    }
+}
+
+fn unknown(key: &str, expected: &str) -> String {
+    format!("unknown key `{key}`, expected one of {expected}")
+}
+
+/// A mapping's entries with string keys (and the key's line), in file order.
+fn mapping<'a, 'b>(
+    y: &'b Yaml<'a>,
+    what: &str,
+) -> Result<Vec<(String, usize, &'b Yaml<'a>)>, (usize, String)> {
+    let Some(map) = y.data.as_mapping() else {
+        return Err((line(y), format!("{what} must be a mapping of key: value")));
+    };
+    map.iter()
+        .map(|(k, v)| match k.data.as_str() {
+            Some(s) => Ok((s.to_string(), line(k), v)),
+            None => Err((line(k), format!("keys in {what} must be names"))),
+        })
+        .collect()
+}
+
+fn string(y: &Yaml<'_>, what: &str) -> Result<String, (usize, String)> {
+    y.data
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| (line(y), format!("{what} must be a string")))
+}
+
+fn integer(y: &Yaml<'_>, what: &str) -> Result<i64, (usize, String)> {
+    y.data
+        .as_integer()
+        .ok_or_else(|| (line(y), format!("{what} must be a whole number")))
+}
+
+fn number(y: &Yaml<'_>, what: &str) -> Result<f64, (usize, String)> {
+    y.data
+        .as_floating_point()
+        .or_else(|| y.data.as_integer().map(|n| n as f64))
+        .ok_or_else(|| (line(y), format!("{what} must be a number")))
+}
+
+fn boolean(y: &Yaml<'_>, what: &str) -> Result<bool, (usize, String)> {
+    y.data
+        .as_bool()
+        .ok_or_else(|| (line(y), format!("{what} must be true or false")))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -263,11 +389,7 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
         }
         (Some(n), _) => n,
         (None, Some(n)) if !valid_name(&n.value) => {
-            return Err(fail_at(
-                &cfg_file,
-                n.referenced.line(),
-                format!("name {NAME_RULE}"),
-            ))
+            return Err(fail_at(&cfg_file, n.line, format!("name {NAME_RULE}")))
         }
         (None, Some(n)) => n.value.clone(),
         (None, None) => "workbench-relay".into(),
@@ -277,13 +399,7 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
         (Some(p), _) => p,
         (None, Some(p)) => match u16::try_from(p.value) {
             Ok(n) if n > 0 => n,
-            _ => {
-                return Err(fail_at(
-                    &cfg_file,
-                    p.referenced.line(),
-                    "port must be 1-65535",
-                ))
-            }
+            _ => return Err(fail_at(&cfg_file, p.line, "port must be 1-65535")),
         },
         (None, None) => 6667,
     };
@@ -293,11 +409,7 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
         }
         (Some(n), _) => Some(n),
         (None, Some(n)) if !valid_name(&n.value) => {
-            return Err(fail_at(
-                &cfg_file,
-                n.referenced.line(),
-                format!("network {NAME_RULE}"),
-            ))
+            return Err(fail_at(&cfg_file, n.line, format!("network {NAME_RULE}")))
         }
         (None, Some(n)) => Some(n.value.clone()),
         (None, None) => None,
@@ -322,11 +434,11 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
         }
     };
     let resources = file.resources.clone();
-    let cpu = match resources.as_ref().and_then(|r| r.cpu.clone()) {
+    let cpu = match resources.cpu.clone() {
         Some(c) if !(c.value > 0.0 && c.value <= 256.0) => {
             return Err(fail_at(
                 &cfg_file,
-                c.referenced.line(),
+                c.line,
                 "resources.cpu must be more than 0 (units of one CPU)",
             ))
         }
@@ -334,25 +446,25 @@ fn plan(mut args: pico_args::Arguments) -> Result<(Plan, bool), CliError> {
         None => 0.5,
     };
     let memory = resources
-        .as_ref()
-        .and_then(|r| r.memory.clone())
+        .memory
+        .clone()
         .map_or_else(|| "512Mi".to_string(), |s| s.0);
     let storage = resources
-        .as_ref()
-        .and_then(|r| r.storage.clone())
+        .storage
+        .clone()
         .map_or_else(|| "1Gi".to_string(), |s| s.0);
-    let denom = match file.pricing.as_ref().and_then(|p| p.denom.clone()) {
+    let denom = match file.pricing.denom.clone() {
         Some(d) if !(d.value == "uakt" || d.value == "uact" || d.value.starts_with("ibc/")) => {
             return Err(fail_at(
                 &cfg_file,
-                d.referenced.line(),
+                d.line,
                 "pricing.denom must be uakt, uact or ibc/…",
             ))
         }
         Some(d) => d.value,
         None => "uakt".into(),
     };
-    let amount = file.pricing.as_ref().and_then(|p| p.amount).unwrap_or(1000);
+    let amount = file.pricing.amount.unwrap_or(1000);
     let image = image_arg.or(file.image).filter(|i| !i.trim().is_empty());
     if provider == Provider::Akash && !init_config {
         if !generate_sdl {
@@ -667,7 +779,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let c: FileConfig = serde_saphyr::from_str(EXAMPLE_CONFIG).expect("example parses");
+        let c = parse_config(EXAMPLE_CONFIG).expect("example parses");
         assert_eq!(c.provider, Some(Provider::Docker));
         assert_eq!(c.port.map(|p| p.value), Some(6667));
     }
