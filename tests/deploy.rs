@@ -6,15 +6,14 @@
 //! run against a real relay. No container engine runs on these machines, so
 //! no image is built here.
 
-mod relay_common;
-mod tls_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use relay_common::{die_with_parent, watchdog, Relay, BIN};
 use serde_json::Value;
-use tls_common::Certs;
+use std::time::Duration;
+use support::{die_with_parent, watchdog, Certs, Relay, BIN};
 
 struct Dir(PathBuf);
 
@@ -112,7 +111,7 @@ fn validate(schema: &str, doc: &Path) {
 /// The validator rejects what it should: a check that cannot fail is none.
 #[test]
 fn the_schema_validators_reject_bad_files() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let d = Dir::new("neg");
     std::fs::write(
         d.path("c.yml"),
@@ -145,7 +144,7 @@ fn the_schema_validators_reject_bad_files() {
 
 #[test]
 fn docker_compose_with_every_option_parses_back_and_validates() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let certs = Certs::new("deploy-docker", "ec");
     let d = Dir::new("docker");
     let out = wb_in(
@@ -289,7 +288,7 @@ fn docker_compose_with_every_option_parses_back_and_validates() {
 
 #[test]
 fn docker_defaults_and_never_overwriting() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let d = Dir::new("defaults");
     let out = wb_in(&d.0, &["deploy", "--provider", "docker"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -372,7 +371,7 @@ fn docker_defaults_and_never_overwriting() {
 
 #[test]
 fn a_certificate_the_health_check_cannot_verify_gets_none() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let certs = Certs::new("deploy-leaf", "ec");
     let d = Dir::new("leaf");
     // The leaf alone: `--ca leaf` cannot verify it (its issuer is missing).
@@ -423,7 +422,7 @@ fn a_certificate_the_health_check_cannot_verify_gets_none() {
 
 #[test]
 fn invalid_deploy_yaml_names_the_line_and_the_problem() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let d = Dir::new("badyaml");
     let cases = [
         (
@@ -507,7 +506,7 @@ fn invalid_deploy_yaml_names_the_line_and_the_problem() {
 
 #[test]
 fn akash_sdl_parses_back_validates_and_pretends_nothing() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let d = Dir::new("akash");
     std::fs::write(
         d.path("deploy.yaml"),

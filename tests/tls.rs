@@ -6,8 +6,7 @@
 //! that do not speak TLS or stall in the handshake, and the page server
 //! over HTTPS.
 
-mod relay_common;
-mod tls_common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -16,9 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_common::{die_with_parent, watchdog, Relay, BIN, READ_TIMEOUT};
 use serde_json::{json, Value};
-use tls_common::Certs;
+use support::{die_with_parent, watchdog, Certs, Mcp, Relay, TempHome, BIN, READ_TIMEOUT};
 use tungstenite::{Message, WebSocket};
 use workbench::tls::{self, TlsStream};
 
@@ -86,7 +84,7 @@ fn send(ws: &mut WebSocket<TlsStream>, v: Value) {
 
 #[test]
 fn send_and_listen_over_wss_with_ca_and_fail_clearly_without() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let certs = Certs::new("cli", "ec");
     let relay = certs.relay(&[]);
     let url = format!("wss://localhost:{}", relay.port);
@@ -178,7 +176,7 @@ fn relay_common_wait(relay: &Relay, needle: &str) -> bool {
 
 #[test]
 fn every_key_type_serves_wss_and_broadcasts_arrive_in_order() {
-    let _w = watchdog(120);
+    let _w = watchdog(Duration::from_secs(120));
     for kind in ["rsa", "ed25519", "ec"] {
         let certs = Certs::new(&format!("kind-{kind}"), kind);
         let relay = certs.relay(&["--rate-burst", "1000", "--rate-per-sec", "1000"]);
@@ -227,7 +225,7 @@ fn every_key_type_serves_wss_and_broadcasts_arrive_in_order() {
 
 #[test]
 fn bad_certificate_and_key_files_exit_2_naming_the_file() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let c = Certs::new("bad", "ec");
     let cases = [
         (
@@ -308,7 +306,7 @@ fn bad_certificate_and_key_files_exit_2_naming_the_file() {
 
 #[test]
 fn plain_clients_and_a_stalled_handshake_never_stop_the_tls_relay() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let certs = Certs::new("stall", "ec");
     let relay = certs.relay(&[]);
     let addr = ("127.0.0.1", relay.port);
@@ -371,7 +369,7 @@ fn plain_clients_and_a_stalled_handshake_never_stop_the_tls_relay() {
 
 #[test]
 fn page_server_over_https() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let certs = Certs::new("page", "ec");
     let home = std::env::temp_dir().join(format!("wb-tls-home-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
@@ -452,19 +450,16 @@ fn workbench_get(port: u16, path: &str) -> (u16, String) {
     (code, got)
 }
 
-mod common;
-
 /// `workbench mcp` with WORKBENCH_CERT/WORKBENCH_KEY: the servers it starts
 /// serve HTTPS, the tools return https:// URLs and keep working (they talk
 /// to their server over loopback), and a viewer on wss:// gets the pushes.
 #[test]
 fn mcp_started_servers_use_https_and_push_over_wss() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let certs = Certs::new("mcp", "ec");
-    let home = common::TempHome::new("tls-mcp");
+    let home = TempHome::new("tls-mcp");
     let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
-    let mut mcp =
-        common::Mcp::start_env(&home, &[("WORKBENCH_CERT", &cert), ("WORKBENCH_KEY", &key)]);
+    let mut mcp = Mcp::start_env(&home, &[("WORKBENCH_CERT", &cert), ("WORKBENCH_KEY", &key)]);
     mcp.initialize();
     let s = mcp.ok(
         "workbench_scaffold",
@@ -512,9 +507,9 @@ fn mcp_started_servers_use_https_and_push_over_wss() {
 
 #[test]
 fn doctor_reports_certificate_expiry() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let certs = Certs::new("doctor", "ec");
-    let home = common::TempHome::new("tls-doctor");
+    let home = TempHome::new("tls-doctor");
     let run = |extra: &[&str], env: &[(&str, String)]| {
         let mut cmd = home.cmd();
         cmd.arg("doctor")

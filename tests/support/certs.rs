@@ -3,8 +3,6 @@
 //! it, an unrelated CA, an expired certificate, a stray key, a non-PEM file
 //! and the full chain (leaf + CA) in one file.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
