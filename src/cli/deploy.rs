@@ -282,11 +282,11 @@ fn unknown(key: &str, expected: &str) -> String {
     format!("unknown key `{key}`, expected one of {expected}")
 }
 
-/// A mapping's entries with string keys (and the key's line), in file order.
-fn mapping<'a, 'b>(
-    y: &'b Yaml<'a>,
-    what: &str,
-) -> Result<Vec<(String, usize, &'b Yaml<'a>)>, (usize, String)> {
+/// A mapping's entries: key, the key's line, value; in file order.
+type Entries<'a, 'b> = Vec<(String, usize, &'b Yaml<'a>)>;
+
+/// A mapping's entries with string keys, in file order.
+fn mapping<'a, 'b>(y: &'b Yaml<'a>, what: &str) -> Result<Entries<'a, 'b>, (usize, String)> {
     let Some(map) = y.data.as_mapping() else {
         return Err((line(y), format!("{what} must be a mapping of key: value")));
     };
