@@ -299,6 +299,40 @@ fn bad_certificate_and_key_files_exit_2_naming_the_file() {
             "{what}: one line"
         );
     }
+    // The page server checks its files the same way.
+    let home = TempHome::new("tls-bad-serve");
+    for (cert, key, needle) in [
+        (
+            c.path("expired.pem"),
+            c.path("server.key"),
+            "expired.pem: certificate expired on",
+        ),
+        (
+            c.path("server.pem"),
+            c.path("stray.key"),
+            "stray.key: this key does not match",
+        ),
+    ] {
+        let out = home
+            .cmd()
+            .args([
+                "serve",
+                "p",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("serve");
+        assert_eq!(out.status.code(), Some(2), "serve: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "serve: {}", stderr(&out));
+    }
     let out = wb(&["relay", "--port", "0", "--cert", &c.path("server.pem")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--cert and --key go together"));

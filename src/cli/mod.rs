@@ -234,7 +234,12 @@ pub fn dispatch(mut argv: Vec<OsString>) -> CliResult {
         "help" | "-h" | "--help" => {
             match argv.first().map(|a| a.to_string_lossy().into_owned()) {
                 Some(cmd) => match COMMANDS.iter().find(|c| c.name == cmd) {
-                    Some(c) => print!("{}", c.usage),
+                    Some(c) => {
+                        print!("{}", c.usage);
+                        if relay_args::CLIENTS.contains(&c.name) {
+                            print!("{}", relay_args::TLS_HELP);
+                        }
+                    }
                     None => return Err(CliError::Usage(format!("unknown command '{cmd}'; run `workbench help`"))),
                 },
                 None => print!("{}", overview()),
