@@ -443,6 +443,13 @@ fn page_server_over_https() {
     assert!(url.starts_with("https://localhost:"), "{url}");
     let port = info["port"].as_u64().expect("port") as u16;
 
+    // Two clients stalled in their handshakes (one silent, one half way
+    // through a ClientHello) hold their own threads, not the accept loop.
+    let _silent = TcpStream::connect(("127.0.0.1", port)).expect("silent");
+    let mut half = TcpStream::connect(("127.0.0.1", port)).expect("half");
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("partial hello");
+
     // GET /health over TLS, verified against the test CA.
     let ca = tls::load_certs(Path::new(&certs.path("ca.pem"))).expect("ca");
     let config: Arc<rustls::ClientConfig> = tls::client_config(&ca).expect("config");
