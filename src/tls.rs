@@ -29,10 +29,97 @@ use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
 /// How long a TLS handshake may take, start to finish (`accept`, `connect`).
 pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
-/// The one crypto provider in the binary.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The one crypto provider in the binary: ring, with the TLS 1.3 AES-GCM
+/// suites (AES-128-GCM is the one every TLS 1.3 peer must offer, RFC 8446
+/// §9.1) and X25519 / P-256 key exchange. Not ring's `default_provider()`,
+/// whose ChaCha20 suite and P-384 exchange would cost ~60 KiB of the 4 MiB
+/// budget. Also installed as the process default, which the vendored
+/// tiny_http's TLS backend uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::{cipher_suite, kx_group};
+    static P: std::sync::OnceLock<Arc<rustls::crypto::CryptoProvider>> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        let p = Arc::new(rustls::crypto::CryptoProvider {
+            cipher_suites: vec![
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ],
+            kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+            signature_verification_algorithms: SIG_ALGS,
+            secure_random: &Rng,
+            key_provider: &Keys,
+        });
+        let _ = rustls::crypto::CryptoProvider::install_default((*p).clone());
+        p
+    })
+    .clone()
 }
+
+#[derive(Debug)]
+struct Rng;
+
+impl rustls::crypto::SecureRandom for Rng {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+#[derive(Debug)]
+struct Keys;
+
+impl rustls::crypto::KeyProvider for Keys {
+    fn load_private_key(
+        &self,
+        key_der: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        rustls::crypto::ring::sign::any_supported_type(&key_der)
+    }
+}
+
+/// Signature algorithms for verifying peers: ring's, as rustls' own ring
+/// provider lists them (RSA, ECDSA P-256/P-384, Ed25519).
+static SIG_ALGS: rustls::crypto::WebPkiSupportedAlgorithms = {
+    use rustls::SignatureScheme as S;
+    use webpki::ring as w;
+    rustls::crypto::WebPkiSupportedAlgorithms {
+        all: &[
+            w::ECDSA_P256_SHA256,
+            w::ECDSA_P256_SHA384,
+            w::ECDSA_P384_SHA256,
+            w::ECDSA_P384_SHA384,
+            w::ED25519,
+            w::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            w::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            w::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            w::RSA_PKCS1_2048_8192_SHA256,
+            w::RSA_PKCS1_2048_8192_SHA384,
+            w::RSA_PKCS1_2048_8192_SHA512,
+            w::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+            w::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+            w::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        ],
+        mapping: &[
+            (
+                S::ECDSA_NISTP384_SHA384,
+                &[w::ECDSA_P384_SHA384, w::ECDSA_P256_SHA384],
+            ),
+            (
+                S::ECDSA_NISTP256_SHA256,
+                &[w::ECDSA_P256_SHA256, w::ECDSA_P384_SHA256],
+            ),
+            (S::ED25519, &[w::ED25519]),
+            (S::RSA_PSS_SHA512, &[w::RSA_PSS_2048_8192_SHA512_LEGACY_KEY]),
+            (S::RSA_PSS_SHA384, &[w::RSA_PSS_2048_8192_SHA384_LEGACY_KEY]),
+            (S::RSA_PSS_SHA256, &[w::RSA_PSS_2048_8192_SHA256_LEGACY_KEY]),
+            (S::RSA_PKCS1_SHA512, &[w::RSA_PKCS1_2048_8192_SHA512]),
+            (S::RSA_PKCS1_SHA384, &[w::RSA_PKCS1_2048_8192_SHA384]),
+            (S::RSA_PKCS1_SHA256, &[w::RSA_PKCS1_2048_8192_SHA256]),
+        ],
+    }
+};
 
 /// A certificate or key file that cannot be used: which file and why. The
 /// CLI prints it and exits 2.

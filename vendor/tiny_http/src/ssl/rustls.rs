@@ -215,7 +215,12 @@ impl RustlsContext {
             return Err("Couldn't extract certificate chain from config.".into());
         }
         let key = PrivateKeyDer::from_pem_slice(&private_key)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // workbench installs its provider (src/tls.rs) before building a
+        // server; referring to ring's default_provider() here would link
+        // the suites it leaves out.
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .ok_or("no rustls crypto provider installed")?;
         let tls_conf = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
