@@ -178,16 +178,20 @@ pub static TOOLS: &[Tool] = &[
     },
 ];
 
+/// The page tools, then the relay chat tools (`chat_tools::TOOLS`).
+pub fn all() -> impl Iterator<Item = &'static Tool> {
+    TOOLS.iter().chain(super::chat_tools::TOOLS)
+}
+
 /// The tool called `name`, if there is one.
 pub fn find(name: &str) -> Option<&'static Tool> {
-    TOOLS.iter().find(|t| t.name == name)
+    all().find(|t| t.name == name)
 }
 
 /// Every tool, as `tools/list` returns it.
 pub fn list() -> Value {
     Value::Array(
-        TOOLS
-            .iter()
+        all()
             .map(|t| {
                 json!({
                     "name": t.name,
@@ -273,7 +277,7 @@ pub(super) fn call_result_json(result: ToolResult) -> String {
     }
 }
 
-fn args<T: DeserializeOwned>(tool: &str, v: Value) -> Result<T, String> {
+pub(super) fn args<T: DeserializeOwned>(tool: &str, v: Value) -> Result<T, String> {
     let v = if v.is_null() { json!({}) } else { v };
     serde_json::from_value(v).map_err(|e| bad_args(tool, e))
 }
@@ -579,11 +583,12 @@ mod tests {
     fn every_tool_has_schemas_and_a_description() {
         let tools = list();
         let tools = tools.as_array().unwrap();
-        assert_eq!(tools.len(), TOOLS.len());
+        let table: Vec<&Tool> = all().collect();
+        assert_eq!(tools.len(), table.len());
         for (i, t) in tools.iter().enumerate() {
             let name = t["name"].as_str().unwrap();
             assert!(
-                std::ptr::eq(find(name).unwrap(), &TOOLS[i]),
+                std::ptr::eq(find(name).unwrap(), table[i]),
                 "{name} is unique"
             );
             assert!(
