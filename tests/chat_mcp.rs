@@ -853,18 +853,16 @@ fn challenging_relay() -> (u16, mpsc::Receiver<Result<String, String>>) {
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
-        let mut read = || -> Value {
-            loop {
-                match ws.read() {
-                    Ok(tungstenite::Message::Text(t)) => return serde_json::from_str(&t).unwrap(),
-                    Ok(_) => continue,
-                    Err(e) => return json!({"type": "GONE", "why": e.to_string()}),
+        let ident = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Text(t)) => {
+                    break serde_json::from_str::<Value>(&t).unwrap()
                 }
+                Ok(_) => continue,
+                Err(e) => panic!("no IDENTIFY: {e}"),
             }
         };
-        let ident = read();
         let pem = ident["pubkey"].as_str().unwrap_or("").to_string();
-        drop(read);
         let challenge =
             json!({"type": "CHALLENGE", "challenge_id": "ch_1", "nonce": "n0nce", "expires_at": 0});
         ws.send(tungstenite::Message::text(challenge.to_string()))

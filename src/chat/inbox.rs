@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -82,7 +83,11 @@ pub fn open(path: &Path) -> io::Result<(Arc<Inbox>, InboxWriter, Vec<Value>)> {
         }
     }
     let first_seq = first_seq_in(path).unwrap_or(last_seq + 1);
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
     let size = file.metadata()?.len();
     let inbox = Arc::new(Inbox {
         inner: Mutex::new(Inner {

@@ -253,7 +253,8 @@ impl Session {
     fn on_timer(&mut self) {
         let now = Instant::now();
         if self.link.is_some() {
-            match self.ping_sent {
+            let ping_sent = self.ping_sent;
+            match ping_sent {
                 Some(sent) if now >= sent + PING_TIMEOUT => {
                     self.drop_link();
                     self.on_lost(format!(
@@ -261,15 +262,15 @@ impl Session {
                         PING_TIMEOUT.as_secs()
                     ));
                 }
-                None if now >= self.last_heard + IDLE_PING => {
-                    if self.write(&[json!({"type": "PING"})]).is_ok() {
-                        self.ping_sent = Some(now);
-                        self.pending.push_back(Pending {
-                            reply: None,
-                            got: Vec::new(),
-                            creates: None,
-                        });
-                    }
+                None if now >= self.last_heard + IDLE_PING
+                    && self.write(&[json!({"type": "PING"})]).is_ok() =>
+                {
+                    self.ping_sent = Some(now);
+                    self.pending.push_back(Pending {
+                        reply: None,
+                        got: Vec::new(),
+                        creates: None,
+                    });
                 }
                 _ => {}
             }
