@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked
+# tests/chat_mcp.rs runs a 0.3.0-style Node peer with tests/compat's `ws`.
+if command -v npm >/dev/null && [[ ! -d tests/compat/node_modules/ws ]]; then
+  (cd tests/compat && npm ci --no-audit --no-fund)
+fi
 cargo test --locked --no-fail-fast -- --test-threads="${WORKBENCH_TEST_THREADS:-4}"
 
 # An independent Node client of the AgentChat 0.3.0 wire protocol (signing

@@ -24,8 +24,9 @@ use crate::util;
 
 /// Entries kept in memory; older ones are read from the file.
 const WINDOW: usize = 512;
-/// Past this size the file is rewritten with its newest half.
-const MAX_FILE: u64 = 32 << 20;
+/// Past this size the file is rewritten with its newest half (small in
+/// unit tests, so compaction is exercised).
+const MAX_FILE: u64 = if cfg!(test) { 256 << 10 } else { 32 << 20 };
 
 struct Inner {
     /// The newest entries as their JSON lines, oldest first.
@@ -379,6 +380,30 @@ mod tests {
             (1, 3),
             "at least one, even if over the cap"
         );
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_full_file_is_compacted_and_a_reader_is_told_what_was_dropped() {
+        let path = temp("compact");
+        let (inbox, mut w, _) = open(&path).unwrap();
+        let n = 2000;
+        for i in 0..n {
+            w.append(entry(&format!("{i:04}{}", "x".repeat(400))));
+        }
+        let size = fs::metadata(&path).unwrap().len();
+        assert!(size <= MAX_FILE + 1024, "{size}");
+        let b = inbox.read(0, 5, 1 << 20, Duration::ZERO).unwrap();
+        let (from, to) = b.dropped.expect("the oldest entries were dropped");
+        assert_eq!(from, 1);
+        let first = seq_of(&b.lines[0]).unwrap();
+        assert_eq!(first, to + 1, "reading resumes at the oldest entry kept");
+        assert_eq!(b.cursor, first + 4);
+        assert_eq!(inbox.last_seq(), n);
+        // Numbering survives compaction and a reopen.
+        drop((inbox, w));
+        let (_, mut w, _) = open(&path).unwrap();
+        assert_eq!(w.append(entry("after")), n + 1);
         let _ = fs::remove_dir_all(path.parent().unwrap());
     }
 
