@@ -122,7 +122,9 @@ impl Ws {
         w
     }
     fn send(&mut self, v: Value) {
-        self.0.send(tungstenite::Message::text(v.to_string())).unwrap();
+        self.0
+            .send(tungstenite::Message::text(v.to_string()))
+            .unwrap();
     }
     fn until(&mut self, kind: &str) -> Value {
         loop {
@@ -138,7 +140,9 @@ impl Ws {
 
 fn main() {
     let mut argv = std::env::args().skip(1);
-    let bin = argv.next().expect("usage: bench_chat <workbench binary> [rounds]");
+    let bin = argv
+        .next()
+        .expect("usage: bench_chat <workbench binary> [rounds]");
     let rounds: usize = argv.next().and_then(|n| n.parse().ok()).unwrap_or(300);
     let home = std::env::temp_dir().join(format!("wb-bench-chat-{}", std::process::id()));
     std::fs::create_dir_all(&home).unwrap();
@@ -185,8 +189,14 @@ fn main() {
         let mut line = String::new();
         m.out.read_line(&mut line).unwrap();
     }
-    a.call("chat_connect", json!({"server": url, "name": "benchA", "channels": ["#general"]}));
-    let cb = b.call("chat_connect", json!({"server": url, "name": "benchB", "channels": ["#general"]}));
+    a.call(
+        "chat_connect",
+        json!({"server": url, "name": "benchA", "channels": ["#general"]}),
+    );
+    let cb = b.call(
+        "chat_connect",
+        json!({"server": url, "name": "benchB", "channels": ["#general"]}),
+    );
     let mut cursor = cb["last_seq"].as_u64().unwrap();
 
     let mut lat = Vec::new();
@@ -214,8 +224,11 @@ fn main() {
     let pids: Vec<u32> = ["benchA", "benchB"]
         .iter()
         .map(|s| {
-            let text = std::fs::read_to_string(home.join(".chat").join(s).join(".session.json")).unwrap();
-            serde_json::from_str::<Value>(&text).unwrap()["pid"].as_u64().unwrap() as u32
+            let text =
+                std::fs::read_to_string(home.join(".chat").join(s).join(".session.json")).unwrap();
+            serde_json::from_str::<Value>(&text).unwrap()["pid"]
+                .as_u64()
+                .unwrap() as u32
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));

@@ -3,27 +3,25 @@
 //! style Node client, restarts of every process involved, and bad input.
 //! Everything runs on 127.0.0.1; every test has a watchdog.
 
-mod common;
-mod relay_common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Mcp, TempHome, BIN};
-use relay_common::{die_with_parent, watchdog, Ws};
 use serde_json::{json, Value};
+use support::{die_with_parent, watchdog, Mcp, Relay, TempHome, Ws, BIN};
 
 // ---------- helpers ----------
 
-/// A temp home whose chat sessions are ended when it is dropped (before
-/// TempHome removes the folder).
+/// A temp home (whose Drop also ends the chat sessions under it), with
+/// the chat helpers.
 struct Home(TempHome);
 
 impl Home {
@@ -68,71 +66,9 @@ impl Home {
     }
 }
 
-impl Drop for Home {
-    fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.0.path.join(".chat")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if let Some(pid) = self.session_pid(&e.file_name().to_string_lossy()) {
-                if workbench::chat::is_our_session(
-                    pid,
-                    &workbench::chat::SessionName::parse(&e.file_name().to_string_lossy()).unwrap(),
-                ) {
-                    let _ = workbench::sys::terminate(pid);
-                    workbench::sys::wait_pid_exit(pid, Duration::from_secs(3));
-                }
-            }
-        }
-    }
-}
-
-/// A relay on a chosen port (0: any), so a test can restart it in place.
-struct Relay {
-    child: Child,
-    port: u16,
-}
-
-impl Relay {
-    fn start(port: u16) -> Relay {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["relay", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["event"] == "listening" {
-                        let _ = tx.send(v["port"].as_u64().unwrap_or(0) as u16);
-                    }
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay listening");
-        Relay { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn kill(relay: &mut Relay) {
+    let _ = relay.child.kill();
+    let _ = relay.child.wait();
 }
 
 fn messages(v: &Value) -> Vec<Value> {
@@ -221,7 +157,7 @@ fn python_has_mcp_sdk() -> bool {
 
 #[test]
 fn two_mcp_agents_talk_dm_and_settle_a_proposal_one_through_the_python_sdk() {
-    let _w = watchdog(150);
+    let _w = watchdog(Duration::from_secs(150));
     if !python_has_mcp_sdk() {
         assert!(
             std::env::var("WORKBENCH_REQUIRE_MCP_SDK").as_deref() != Ok("1"),
@@ -231,7 +167,7 @@ fn two_mcp_agents_talk_dm_and_settle_a_proposal_one_through_the_python_sdk() {
         return;
     }
     let home = Home::new("chat-sdk");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let (alice_id_file, alice_id) = home.identity("alice");
     let (bob_id_file, bob_id) = home.identity("bob");
 
@@ -337,7 +273,7 @@ fn two_mcp_agents_talk_dm_and_settle_a_proposal_one_through_the_python_sdk() {
 
 #[test]
 fn a_node_0_3_0_client_and_an_mcp_agent_see_each_others_messages() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let compat = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/node_modules/ws");
     let node_ok = Command::new("node")
         .arg("--version")
@@ -352,7 +288,7 @@ fn a_node_0_3_0_client_and_an_mcp_agent_see_each_others_messages() {
         return;
     }
     let home = Home::new("chat-node");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let mut a = home.mcp();
     let c = connect(&mut a, &relay.url(), "mcpagent", None, &["#general"]);
     let me = c["agent_id"].as_str().unwrap().to_string();
@@ -400,9 +336,9 @@ fn a_node_0_3_0_client_and_an_mcp_agent_see_each_others_messages() {
 
 #[test]
 fn a_message_sent_while_the_mcp_process_restarts_is_in_the_next_wait() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let home = Home::new("chat-mcp-restart");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let mut a = home.mcp();
     let ca = connect(&mut a, &relay.url(), "alice", None, &["#general"]);
     let mut b = home.mcp();
@@ -475,9 +411,9 @@ fn a_message_sent_while_the_mcp_process_restarts_is_in_the_next_wait() {
 fn a_relay_restart_mid_conversation_loses_nothing_that_was_delivered() {
     // The relay has no durable mode yet (issue 14): this restarts the
     // ephemeral relay, so nothing sent while it is down can exist anywhere.
-    let _w = watchdog(120);
+    let _w = watchdog(Duration::from_secs(120));
     let home = Home::new("chat-relay-restart");
-    let mut relay = Relay::start(0);
+    let mut relay = Relay::start(&[]);
     let port = relay.port;
     let (alice_file, alice_id) = home.identity("alice");
     let (bob_file, bob_id) = home.identity("bob");
@@ -505,7 +441,7 @@ fn a_relay_restart_mid_conversation_loses_nothing_that_was_delivered() {
         is_msg(e, "#general", "before 2")
     });
 
-    relay.kill();
+    kill(&mut relay);
     wait_for(&mut a, "alice", &mut ca, |e| {
         e["type"] == "SESSION" && e["event"] == "disconnected"
     });
@@ -523,7 +459,7 @@ fn a_relay_restart_mid_conversation_loses_nothing_that_was_delivered() {
     let status = home.0.cmd().arg("list").output().unwrap();
     assert!(String::from_utf8_lossy(&status.stdout).contains("offline"));
 
-    let _relay2 = Relay::start(port);
+    let _relay2 = Relay::start_on(port, &[]);
     for (m, s, c, id) in [
         (&mut a, "alice", &mut ca, &alice_id),
         (&mut b, "bob", &mut cb, &bob_id),
@@ -615,9 +551,9 @@ impl Proxy {
 
 #[test]
 fn a_network_drop_rejoins_and_the_replay_adds_only_what_was_missed() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let home = Home::new("chat-drop");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let proxy = Proxy::start(relay.port);
     let mut a = home.mcp();
     let c = connect(
@@ -676,9 +612,9 @@ fn a_network_drop_rejoins_and_the_replay_adds_only_what_was_missed() {
 
 #[test]
 fn kill_9_of_the_session_is_reported_and_chat_connect_restarts_it_with_the_same_inbox() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let home = Home::new("chat-kill9");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let (file, id) = home.identity("alice");
     let mut a = home.mcp();
     let c = connect(&mut a, &relay.url(), "alice", Some(&file), &["#general"]);
@@ -762,9 +698,9 @@ fn kill_9_of_the_session_is_reported_and_chat_connect_restarts_it_with_the_same_
 
 #[test]
 fn two_mcp_processes_on_one_session_read_and_send_without_loss_or_duplicates() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let home = Home::new("chat-shared");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let mut x = Ws::connect(&relay.url());
     x.identify("xavier");
     x.join("#general");
@@ -926,7 +862,7 @@ fn challenging_relay() -> (u16, mpsc::Receiver<Result<String, String>>) {
 
 #[test]
 fn a_keyed_session_answers_the_relays_challenge() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let home = Home::new("chat-challenge");
     let (port, verdict) = challenging_relay();
     let (file, id) = home.identity("alice");
@@ -951,9 +887,9 @@ fn a_keyed_session_answers_the_relays_challenge() {
 
 #[test]
 fn bad_input_gets_errors_the_ai_can_act_on_and_the_server_keeps_serving() {
-    let _w = watchdog(90);
+    let _w = watchdog(Duration::from_secs(90));
     let home = Home::new("chat-bad");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let mut m = home.mcp();
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
@@ -1143,9 +1079,9 @@ fn bad_input_gets_errors_the_ai_can_act_on_and_the_server_keeps_serving() {
 
 #[test]
 fn list_shows_sessions_and_stop_ends_one() {
-    let _w = watchdog(60);
+    let _w = watchdog(Duration::from_secs(60));
     let home = Home::new("chat-list");
-    let relay = Relay::start(0);
+    let relay = Relay::start(&[]);
     let help = home
         .0
         .cmd()
