@@ -1071,6 +1071,23 @@ fn bad_input_gets_errors_the_ai_can_act_on_and_the_server_keeps_serving() {
         let v: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(v["ok"], false, "{line}: {answer}");
     }
+    // Callers that connect and say nothing hold a thread each, up to a cap;
+    // past it a call is refused at once, and the session serves again after.
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let token = info["token"].as_str().unwrap();
+    let _ = s.write_all(format!("{}\n", json!({"op": "status", "token": token})).as_bytes());
+    let mut answer = String::new();
+    BufReader::new(s).read_line(&mut answer).unwrap();
+    assert!(answer.contains("try again"), "{answer}");
+    drop(idle);
+    // Their threads end as they see the close; then calls are served again.
+    assert!(support::eventually(Duration::from_secs(10), || !m
+        .call("chat_read", json!({"session": "eve"}))
+        .0));
     let r = m.ok("chat_read", json!({"session": "eve"}));
     assert!(messages(&r)
         .iter()

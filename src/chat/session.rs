@@ -15,6 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +48,8 @@ const RECENT_KEYS: usize = 4096;
 const MAX_BATCH: usize = 1 << 20;
 /// Longest a `wait` request may block.
 const MAX_WAIT: Duration = Duration::from_secs(60);
+/// API connections served at once (each is a thread); more are refused.
+const MAX_API_CONNS: usize = 64;
 
 type Reply = Sender<Result<Vec<Value>, String>>;
 
@@ -754,6 +757,7 @@ impl Recent {
 // ---------- the loopback API ----------
 
 fn serve_api(listener: TcpListener, token: Arc<str>, tx: Sender<Event>, inbox: Arc<Inbox>) {
+    let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let stream = match conn {
             Ok(s) => s,
@@ -764,11 +768,21 @@ fn serve_api(listener: TcpListener, token: Arc<str>, tx: Sender<Event>, inbox: A
                 continue;
             }
         };
-        let (token, tx, inbox) = (token.clone(), tx.clone(), inbox.clone());
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_API_CONNS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            let busy = json!({"ok": false, "error": format!("the session is serving {MAX_API_CONNS} calls already; try again")});
+            let _ = (&stream).write_all(format!("{busy}\n").as_bytes());
+            continue;
+        }
+        let (token, tx, inbox, done) = (token.clone(), tx.clone(), inbox.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("chat-api-conn".into())
-            .spawn(move || handle_api(stream, &token, &tx, &inbox));
+            .spawn(move || {
+                handle_api(stream, &token, &tx, &inbox);
+                done.fetch_sub(1, Ordering::SeqCst);
+            });
         if let Err(e) = spawned {
+            active.fetch_sub(1, Ordering::SeqCst);
             util::log_event("api_thread_failed", json!({"error": e.to_string()}));
         }
     }
