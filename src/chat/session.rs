@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -61,7 +61,6 @@ enum Event {
     Lost(u64, String),
     /// An API caller's frame to send, answered with the relay's reply.
     Relay(Value, Reply),
-    Status(Sender<Value>),
     /// Stop (from the API, with an acknowledgement, or from a signal).
     Stop(Option<Sender<()>>),
 }
@@ -106,7 +105,6 @@ pub fn run(name: SessionName) -> Result<(), String> {
         dir: dir.clone(),
         cfg,
         identity,
-        inbox: inbox.clone(),
         writer,
         recent,
         tx: tx.clone(),
@@ -118,6 +116,7 @@ pub fn run(name: SessionName) -> Result<(), String> {
         reconnects: 0,
         last_heard: Instant::now(),
         ping_sent: None,
+        shared: Arc::new(Mutex::new(Value::Null)),
     };
     let report = s.open_link()?;
     s.note(json!({"event": "connected", "agent_id": report.agent_id,
@@ -143,11 +142,16 @@ pub fn run(name: SessionName) -> Result<(), String> {
     );
     let _ = std::io::stdout().flush();
 
-    let api_tx = tx.clone();
-    let api_inbox = inbox.clone();
+    s.publish();
+    let api = Arc::new(Api {
+        token,
+        tx: tx.clone(),
+        inbox,
+        status: s.shared.clone(),
+    });
     std::thread::Builder::new()
         .name("chat-api".into())
-        .spawn(move || serve_api(listener, token, api_tx, api_inbox))
+        .spawn(move || serve_api(listener, api))
         .map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("chat-signals".into())
@@ -197,7 +201,6 @@ struct Session {
     cfg: Config,
     url: String,
     identity: Option<Identity>,
-    inbox: Arc<Inbox>,
     writer: InboxWriter,
     recent: Recent,
     tx: Sender<Event>,
@@ -210,11 +213,14 @@ struct Session {
     reconnects: u64,
     last_heard: Instant,
     ping_sent: Option<Instant>,
+    /// The latest status, for the API.
+    shared: Arc<Mutex<Value>>,
 }
 
 impl Session {
     fn run_loop(&mut self, rx: Receiver<Event>) {
         loop {
+            self.publish();
             let timeout = self
                 .next_deadline()
                 .saturating_duration_since(Instant::now());
@@ -226,9 +232,6 @@ impl Session {
                 }
                 Ok(Event::Frame(..) | Event::Ping(..) | Event::Lost(..)) => {}
                 Ok(Event::Relay(frame, reply)) => self.on_relay(frame, reply),
-                Ok(Event::Status(reply)) => {
-                    let _ = reply.send(self.status());
-                }
                 Ok(Event::Stop(ack)) => {
                     self.goodbye(&rx);
                     if let Some(ack) = ack {
@@ -557,6 +560,13 @@ impl Session {
         }
     }
 
+    /// Updates the status the API answers without asking the loop, so a
+    /// status call is answered even while the loop is busy reconnecting.
+    fn publish(&self) {
+        let v = self.status();
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
     fn status(&self) -> Value {
         json!({
             "ok": true,
@@ -568,7 +578,7 @@ impl Session {
             "name": self.cfg.name,
             "keyed": self.identity.is_some(),
             "identity": self.cfg.identity,
-            "last_seq": self.inbox.last_seq(),
+
             "reconnects": self.reconnects,
             "down": self.down.as_ref().map(|d| json!({"since": d.since_ms, "attempts": d.attempts, "why": d.why})),
         })
@@ -756,7 +766,15 @@ impl Recent {
 
 // ---------- the loopback API ----------
 
-fn serve_api(listener: TcpListener, token: Arc<str>, tx: Sender<Event>, inbox: Arc<Inbox>) {
+/// What the API's connection threads share.
+struct Api {
+    token: Arc<str>,
+    tx: Sender<Event>,
+    inbox: Arc<Inbox>,
+    status: Arc<Mutex<Value>>,
+}
+
+fn serve_api(listener: TcpListener, api: Arc<Api>) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let stream = match conn {
@@ -774,11 +792,11 @@ fn serve_api(listener: TcpListener, token: Arc<str>, tx: Sender<Event>, inbox: A
             let _ = (&stream).write_all(format!("{busy}\n").as_bytes());
             continue;
         }
-        let (token, tx, inbox, done) = (token.clone(), tx.clone(), inbox.clone(), active.clone());
+        let (api, done) = (api.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("chat-api-conn".into())
             .spawn(move || {
-                handle_api(stream, &token, &tx, &inbox);
+                handle_api(stream, &api);
                 done.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
@@ -788,7 +806,7 @@ fn serve_api(listener: TcpListener, token: Arc<str>, tx: Sender<Event>, inbox: A
     }
 }
 
-fn handle_api(stream: TcpStream, token: &str, tx: &Sender<Event>, inbox: &Inbox) {
+fn handle_api(stream: TcpStream, api: &Api) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_nodelay(true);
     let mut line = String::new();
@@ -802,8 +820,8 @@ fn handle_api(stream: TcpStream, token: &str, tx: &Sender<Event>, inbox: &Inbox)
             Err(e) => Err(format!("the request is not JSON: {e}")),
             Ok(req) => {
                 let given = req["token"].as_str().unwrap_or("");
-                if util::constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                    handle_request(&req, tx, inbox)
+                if util::constant_time_eq(given.as_bytes(), api.token.as_bytes()) {
+                    handle_request(&req, api)
                 } else {
                     Err("token not accepted".into())
                 }
@@ -819,13 +837,13 @@ fn handle_api(stream: TcpStream, token: &str, tx: &Sender<Event>, inbox: &Inbox)
 }
 
 /// One API request to its answer line (JSON text, with `"ok": true`).
-fn handle_request(req: &Value, tx: &Sender<Event>, inbox: &Inbox) -> Result<String, String> {
+fn handle_request(req: &Value, api: &Api) -> Result<String, String> {
     let gone = || "the session is stopping".to_string();
+    let (tx, inbox) = (&api.tx, &api.inbox);
     match req["op"].as_str().unwrap_or("") {
         "status" => {
-            let (rtx, rrx) = mpsc::channel();
-            tx.send(Event::Status(rtx)).map_err(|_| gone())?;
-            let v = rrx.recv_timeout(RELAY_ANSWER).map_err(|_| gone())?;
+            let mut v = api.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            v["last_seq"] = json!(inbox.last_seq());
             Ok(v.to_string())
         }
         op @ ("read" | "wait") => {
