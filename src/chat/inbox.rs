@@ -22,15 +22,20 @@ use serde_json::{json, Map, Value};
 
 use crate::util;
 
-/// Entries kept in memory; older ones are read from the file.
+/// Entries kept in memory, at most this many and this many bytes (so a
+/// burst of large messages cannot grow an idle session); older ones are
+/// read from the file.
 const WINDOW: usize = 512;
+const WINDOW_BYTES: usize = 512 << 10;
 /// Past this size the file is rewritten with its newest half (small in
 /// unit tests, so compaction is exercised).
-const MAX_FILE: u64 = if cfg!(test) { 256 << 10 } else { 32 << 20 };
+const MAX_FILE: u64 = if cfg!(test) { 2 << 20 } else { 32 << 20 };
 
 struct Inner {
     /// The newest entries as their JSON lines, oldest first.
     window: VecDeque<(u64, Arc<str>)>,
+    /// Bytes of the lines in `window`.
+    window_bytes: usize,
     last_seq: u64,
     /// The oldest seq still in the file (after compaction, > 1).
     first_seq: u64,
@@ -75,14 +80,19 @@ fn seq_of(line: &str) -> Option<u64> {
 pub fn open(path: &Path) -> io::Result<(Arc<Inbox>, InboxWriter, Vec<Value>)> {
     util::seal_torn_line(path)?;
     let recent = util::tail_jsonl(path, WINDOW)?;
-    let mut window = VecDeque::new();
-    let mut last_seq = 0;
+    let mut inner = Inner {
+        window: VecDeque::new(),
+        window_bytes: 0,
+        last_seq: 0,
+        first_seq: 0,
+    };
     for v in &recent {
         if let Some(seq) = v["seq"].as_u64() {
-            last_seq = last_seq.max(seq);
-            window.push_back((seq, Arc::from(v.to_string())));
+            inner.last_seq = inner.last_seq.max(seq);
+            inner.push(seq, Arc::from(v.to_string()));
         }
     }
+    let last_seq = inner.last_seq;
     let first_seq = first_seq_in(path).unwrap_or(last_seq + 1);
     let file = OpenOptions::new()
         .create(true)
@@ -91,11 +101,7 @@ pub fn open(path: &Path) -> io::Result<(Arc<Inbox>, InboxWriter, Vec<Value>)> {
         .open(path)?;
     let size = file.metadata()?.len();
     let inbox = Arc::new(Inbox {
-        inner: Mutex::new(Inner {
-            window,
-            last_seq,
-            first_seq,
-        }),
+        inner: Mutex::new(Inner { first_seq, ..inner }),
         cond: Condvar::new(),
         path: path.to_path_buf(),
     });
@@ -145,10 +151,7 @@ impl InboxWriter {
         {
             let mut g = self.inbox.lock();
             g.last_seq = seq;
-            g.window.push_back((seq, Arc::from(line)));
-            if g.window.len() > WINDOW {
-                g.window.pop_front();
-            }
+            g.push(seq, Arc::from(line));
         }
         self.inbox.cond.notify_all();
         if self.size > MAX_FILE {
@@ -177,6 +180,22 @@ impl InboxWriter {
         }
         util::log_event("inbox_compacted", json!({"first_seq": g.first_seq}));
         Ok(())
+    }
+}
+
+impl Inner {
+    /// Adds the newest entry, forgetting the oldest past the window's caps
+    /// (the newest one always stays).
+    fn push(&mut self, seq: u64, line: Arc<str>) {
+        self.window_bytes += line.len();
+        self.window.push_back((seq, line));
+        while self.window.len() > 1
+            && (self.window.len() > WINDOW || self.window_bytes > WINDOW_BYTES)
+        {
+            if let Some((_, old)) = self.window.pop_front() {
+                self.window_bytes -= old.len();
+            }
+        }
     }
 }
 
@@ -366,6 +385,25 @@ mod tests {
     }
 
     #[test]
+    fn memory_holds_a_bounded_window_and_the_file_the_rest() {
+        let path = temp("window");
+        let (inbox, mut w, _) = open(&path).unwrap();
+        for i in 0..300 {
+            w.append(entry(&format!("{i:03}{}", "y".repeat(4000))));
+        }
+        let g = inbox.lock();
+        assert!(g.window_bytes <= WINDOW_BYTES && g.window.len() < 300);
+        drop(g);
+        let b = inbox.read(0, 1000, 64 << 20, Duration::ZERO).unwrap();
+        assert_eq!(
+            (b.lines.len(), b.cursor),
+            (300, 300),
+            "old ones come from the file"
+        );
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn a_byte_cap_splits_a_batch_without_losing_entries() {
         let path = temp("cap");
         let (inbox, mut w, _) = open(&path).unwrap();
@@ -387,7 +425,7 @@ mod tests {
     fn a_full_file_is_compacted_and_a_reader_is_told_what_was_dropped() {
         let path = temp("compact");
         let (inbox, mut w, _) = open(&path).unwrap();
-        let n = 2000;
+        let n = 6000;
         for i in 0..n {
             w.append(entry(&format!("{i:04}{}", "x".repeat(400))));
         }
