@@ -501,6 +501,52 @@ fn a_relay_restart_mid_conversation_loses_nothing_that_was_delivered() {
     }
 }
 
+#[test]
+fn a_channel_the_relay_forgot_is_rejoined_once_its_creator_makes_it_again() {
+    let _w = watchdog(Duration::from_secs(90));
+    let home = Home::new("chat-rejoin");
+    let mut relay = Relay::start(&[]);
+    let port = relay.port;
+    let mut x = Ws::connect(&relay.url());
+    x.identify("xavier");
+    x.send(json!({"type": "CREATE_CHANNEL", "channel": "#lab"}));
+    x.expect("JOINED");
+    let mut b = home.mcp();
+    let c = connect(&mut b, &relay.url(), "bob", None, &["#lab"]);
+    assert_eq!(c["channels"], json!(["#lab"]));
+    let mut cursor = c["last_seq"].as_u64().unwrap();
+
+    // An ephemeral relay restarts: #lab is gone until xavier makes it again.
+    kill(&mut relay);
+    drop(x);
+    wait_for(&mut b, "bob", &mut cursor, |e| {
+        e["type"] == "SESSION" && e["event"] == "disconnected"
+    });
+    let relay2 = Relay::start_on(port, &[]);
+    let r = wait_for(&mut b, "bob", &mut cursor, |e| {
+        e["type"] == "SESSION" && e["event"] == "reconnected"
+    });
+    assert_eq!(r["rejoined"], json!([]));
+    assert_eq!(r["failed"][0]["channel"], "#lab");
+    assert_eq!(r["failed"][0]["code"], "CHANNEL_NOT_FOUND");
+    assert_eq!(r["failed"][0]["retrying"], true);
+
+    let mut x = Ws::connect(&relay2.url());
+    x.identify("xavier");
+    x.send(json!({"type": "CREATE_CHANNEL", "channel": "#lab"}));
+    x.expect("JOINED");
+    let back = wait_for(&mut b, "bob", &mut cursor, |e| {
+        e["type"] == "SESSION" && e["event"] == "rejoined"
+    });
+    assert_eq!(back["channel"], "#lab");
+    x.msg("#lab", "welcome back");
+    wait_for(&mut b, "bob", &mut cursor, |e| {
+        is_msg(e, "#lab", "welcome back")
+    });
+    let again = connect(&mut b, &relay2.url(), "bob", None, &[]);
+    assert_eq!(again["channels"], json!(["#lab"]));
+}
+
 /// A TCP proxy between a session and the relay: `cut` drops every
 /// connection (a network failure), `hold` refuses new ones until `release`.
 struct Proxy {

@@ -44,6 +44,10 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Channel-message keys remembered to drop replayed duplicates.
 const RECENT_KEYS: usize = 4096;
+/// A channel the relay did not have at re-join (its creator has not
+/// re-created it yet, after a restart without state) is tried again after
+/// 1, 2, 4, … s, this many times.
+const REJOIN_TRIES: u32 = 6;
 /// Largest inbox batch the API returns, in bytes of JSON.
 const MAX_BATCH: usize = 1 << 20;
 /// Longest a `wait` request may block.
@@ -117,6 +121,7 @@ pub fn run(name: SessionName) -> Result<(), String> {
         last_heard: Instant::now(),
         ping_sent: None,
         shared: Arc::new(Mutex::new(Value::Null)),
+        rejoin: None,
     };
     let report = s.open_link()?;
     s.note(json!({"event": "connected", "agent_id": report.agent_id,
@@ -188,6 +193,15 @@ struct Pending {
     got: Vec<Value>,
     /// A CREATE_CHANNEL's channel and invite-only flag, remembered on success.
     creates: Option<(String, bool)>,
+    /// A JOIN retried after a failed re-join.
+    rejoin: Option<String>,
+}
+
+/// Channels whose re-join found no channel, to be tried again.
+struct Rejoin {
+    channels: Vec<String>,
+    tries: u32,
+    next_try: Instant,
 }
 
 struct ConnectReport {
@@ -215,6 +229,7 @@ struct Session {
     ping_sent: Option<Instant>,
     /// The latest status, for the API.
     shared: Arc<Mutex<Value>>,
+    rejoin: Option<Rejoin>,
 }
 
 impl Session {
@@ -250,7 +265,10 @@ impl Session {
     fn next_deadline(&self) -> Instant {
         match (&self.link, &self.down, self.ping_sent) {
             (Some(_), _, Some(sent)) => sent + PING_TIMEOUT,
-            (Some(_), _, None) => self.last_heard + IDLE_PING,
+            (Some(_), _, None) => {
+                let ping = self.last_heard + IDLE_PING;
+                self.rejoin.as_ref().map_or(ping, |r| r.next_try.min(ping))
+            }
             (None, Some(d), _) => d.next_try,
             (None, None, _) => Instant::now() + Duration::from_secs(3600),
         }
@@ -276,8 +294,10 @@ impl Session {
                         reply: None,
                         got: Vec::new(),
                         creates: None,
+                        rejoin: None,
                     });
                 }
+                _ if self.rejoin.as_ref().is_some_and(|r| now >= r.next_try) => self.retry_joins(),
                 _ => {}
             }
         } else if self.down.as_ref().is_some_and(|d| now >= d.next_try) {
@@ -321,7 +341,11 @@ impl Session {
             }
             return;
         }
-        if let Some(p) = self.pending.front_mut().filter(|p| p.reply.is_some()) {
+        if let Some(p) = self
+            .pending
+            .front_mut()
+            .filter(|p| p.reply.is_some() || p.rejoin.is_some())
+        {
             p.got.push(v.clone());
             // A refusal is the caller's answer, not news for the inbox.
             if v["type"] == "ERROR" {
@@ -339,8 +363,64 @@ impl Session {
                 self.save_config();
             }
         }
+        if let Some(ch) = &p.rejoin {
+            let err = p.got.iter().find(|v| v["type"] == "ERROR");
+            self.rejoined(ch, err);
+        }
         if let Some(reply) = p.reply {
             let _ = reply.send(Ok(p.got));
+        }
+    }
+
+    /// Sends a JOIN for every channel waiting to be re-joined.
+    fn retry_joins(&mut self) {
+        let Some(r) = self.rejoin.as_mut() else {
+            return;
+        };
+        r.tries += 1;
+        r.next_try = Instant::now() + Duration::from_secs(1 << r.tries.min(10));
+        let channels = std::mem::take(&mut r.channels);
+        for ch in channels {
+            if self
+                .write(&[
+                    json!({"type": "JOIN", "channel": ch}),
+                    json!({"type": "PING"}),
+                ])
+                .is_err()
+            {
+                return;
+            }
+            self.pending.push_back(Pending {
+                reply: None,
+                got: Vec::new(),
+                creates: None,
+                rejoin: Some(ch),
+            });
+        }
+    }
+
+    /// The answer to a retried JOIN: joined (JOINED put it in the channel
+    /// list), or refused again, to be retried or given up.
+    fn rejoined(&mut self, ch: &str, err: Option<&Value>) {
+        let Some(r) = self.rejoin.as_mut() else {
+            return;
+        };
+        match err {
+            None => {
+                let tries = r.tries;
+                self.note(json!({"event": "rejoined", "channel": ch, "tries": tries}));
+            }
+            Some(_) if r.tries < REJOIN_TRIES => r.channels.push(ch.to_string()),
+            Some(e) => {
+                let note = json!({"event": "rejoin_abandoned", "channel": ch, "code": e["code"],
+                    "message": e["message"], "tries": r.tries});
+                self.note(note);
+            }
+        }
+        if self.rejoin.as_ref().is_some_and(|r| r.channels.is_empty())
+            && !self.pending.iter().any(|p| p.rejoin.is_some())
+        {
+            self.rejoin = None;
         }
     }
 
@@ -426,6 +506,7 @@ impl Session {
             reply: Some(reply),
             got: Vec::new(),
             creates,
+            rejoin: None,
         });
     }
 
@@ -508,6 +589,7 @@ impl Session {
         self.agent_id = Some(id.clone());
         let mut joined = Vec::new();
         let mut failed = Vec::new();
+        let mut missing = Vec::new();
         for ch in self.cfg.channels.clone() {
             let (frames, mut err) = exchange(&mut c, &json!({"type": "JOIN", "channel": ch}))?;
             self.record_all(frames);
@@ -524,13 +606,24 @@ impl Session {
                 None => joined.push(ch),
                 Some(e) => {
                     self.cfg.channels.retain(|c| *c != ch);
-                    failed.push(json!({"channel": ch, "code": e["code"], "message": e["message"]}));
+                    if e["code"] == "CHANNEL_NOT_FOUND" {
+                        missing.push(ch.clone());
+                    }
+                    failed.push(
+                        json!({"channel": ch, "code": e["code"], "message": e["message"],
+                        "retrying": e["code"] == "CHANNEL_NOT_FOUND"}),
+                    );
                 }
             }
         }
         if !failed.is_empty() {
             self.save_config();
         }
+        self.rejoin = (!missing.is_empty()).then(|| Rejoin {
+            channels: missing,
+            tries: 0,
+            next_try: Instant::now() + Duration::from_secs(1),
+        });
         c.set_timeout(None);
         let (reader, ws) = c.split();
         let _ = ws
