@@ -147,8 +147,19 @@ fn assert_numbered(entries: &[Value]) {
 
 // ---------- two agents over MCP, one of them the official Python SDK ----------
 
+/// The Python with the official MCP SDK: the venv `.ci/run` makes for it
+/// (tests/mcp_http/.venv), else the machine's python3.
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http/.venv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 fn python_has_mcp_sdk() -> bool {
-    Command::new("python3")
+    Command::new(python())
         .args(["-c", "import mcp.client.stdio"])
         .stderr(Stdio::null())
         .status()
@@ -163,7 +174,9 @@ fn two_mcp_agents_talk_dm_and_settle_a_proposal_one_through_the_python_sdk() {
             std::env::var("WORKBENCH_REQUIRE_MCP_SDK").as_deref() != Ok("1"),
             "the MCP Python SDK is required (pip install mcp, see .ci/run)"
         );
-        eprintln!("SKIPPED: python3 with the `mcp` package not found (pip install mcp)");
+        eprintln!(
+            "SKIPPED: no python3 with the `mcp` package (pip install mcp==2.3.0, or see .ci/run)"
+        );
         return;
     }
     let home = Home::new("chat-sdk");
@@ -182,7 +195,7 @@ fn two_mcp_agents_talk_dm_and_settle_a_proposal_one_through_the_python_sdk() {
     let mut cursor = c["last_seq"].as_u64().unwrap();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chat_sdk/agent_b.py");
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(python());
     cmd.arg(script)
         .arg(BIN)
         .arg(relay.url())
