@@ -940,6 +940,22 @@ fn a_keyed_session_answers_the_relays_challenge() {
     assert_eq!(c["agent_id"], id.as_str());
     assert_eq!(c["channels"], json!(["#general"]));
     assert_eq!(c["connected"], true);
+
+    // And the real relay in --require-proof mode: keyed sessions prove
+    // their key and talk; signed messages get through.
+    let relay = Relay::start(&["--require-proof"]);
+    let (file_b, id_b) = home.identity("bob");
+    let c = connect(&mut a, &relay.url(), "bob", Some(&file_b), &["#general"]);
+    assert_eq!(c["agent_id"], id_b.as_str());
+    let mut cursor = c["last_seq"].as_u64().unwrap();
+    a.ok(
+        "chat_send",
+        json!({"session": "bob", "to": "#general", "content": "proven"}),
+    );
+    let m = wait_for(&mut a, "bob", &mut cursor, |e| {
+        is_msg(e, "#general", "proven")
+    });
+    assert_eq!(m["from"], id_b.as_str());
 }
 
 // ---------- bad input and faults ----------

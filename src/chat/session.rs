@@ -1,6 +1,7 @@
 //! `workbench chat-session <name>`: the detached process that holds one
 //! identity on one relay for as long as it runs. It keeps the WebSocket,
-//! answers a CHALLENGE when it holds a key, reconnects and re-joins with
+//! proves its key when it holds one (`Client::identify` answers the
+//! CHALLENGE), reconnects and re-joins with
 //! backoff when the relay or the network goes away, and appends every
 //! frame it receives to the inbox, numbered, without the duplicates a
 //! relay replays on re-join. Local processes (`workbench mcp`, one or
@@ -585,7 +586,10 @@ impl Session {
     fn open_link(&mut self) -> Result<ConnectReport, String> {
         let mut c = Client::connect(&self.url).map_err(|e| e.to_string())?;
         c.set_timeout(Some(HANDSHAKE_TIMEOUT));
-        let id = identify(&mut c, &self.cfg.name, self.identity.as_ref())?;
+        // With a key, `identify` proves it (`prove: true`, CHALLENGE answered).
+        let id = c
+            .identify(&self.cfg.name, self.identity.as_ref())
+            .map_err(|e| e.to_string())?;
         self.agent_id = Some(id.clone());
         let mut joined = Vec::new();
         let mut failed = Vec::new();
@@ -707,50 +711,6 @@ fn backoff(attempt: u32) -> Duration {
     // Up to 25% jitter, so sessions of one relay do not all retry at once.
     let jitter = (util::now_ms() % 1000) as u32 * base.as_millis() as u32 / 4000;
     base + Duration::from_millis(jitter as u64)
-}
-
-/// IDENTIFY and wait for WELCOME. With a key, a CHALLENGE (later AgentChat
-/// versions, `--require-proof`) is answered with VERIFY_IDENTITY: an
-/// Ed25519 signature over `AGENTCHAT_AUTH|<nonce>|<challenge_id>|<timestamp>`.
-fn identify(c: &mut Client, name: &str, identity: Option<&Identity>) -> Result<String, String> {
-    let mut msg = json!({"type": "IDENTIFY", "name": name});
-    if let Some(id) = identity {
-        msg["pubkey"] = json!(id.pubkey);
-    }
-    c.send(&msg).map_err(|e| e.to_string())?;
-    loop {
-        let v = c.recv().map_err(|e| e.to_string())?;
-        match v["type"].as_str() {
-            Some("WELCOME") => {
-                return v["agent_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| "the relay's WELCOME has no agent_id".into())
-            }
-            Some("CHALLENGE") => {
-                let Some(id) = identity else {
-                    return Err("the relay sent a CHALLENGE, but this session has no identity to answer it with".into());
-                };
-                let (Some(cid), Some(nonce)) = (v["challenge_id"].as_str(), v["nonce"].as_str())
-                else {
-                    return Err("the relay's CHALLENGE lacks challenge_id or nonce".into());
-                };
-                let ts = util::now_ms();
-                let text = format!("AGENTCHAT_AUTH|{nonce}|{cid}|{ts}");
-                let answer = json!({"type": "VERIFY_IDENTITY", "challenge_id": cid,
-                    "signature": id.sign(&text), "timestamp": ts});
-                c.send(&answer).map_err(|e| e.to_string())?;
-            }
-            Some("ERROR") => {
-                return Err(format!(
-                    "the relay refused IDENTIFY: {}: {}",
-                    v["code"].as_str().unwrap_or("?"),
-                    v["message"].as_str().unwrap_or("")
-                ))
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Sends `msg` then a PING; returns what came back before the PONG, and
