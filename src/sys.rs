@@ -1,9 +1,11 @@
 //! Thin, safe wrappers over the few POSIX calls std has no API for: signal
 //! waiting, detaching a child into its own session, probing pids, LAN address
-//! discovery without sending packets, and socket liveness options.
+//! discovery without sending packets, socket liveness options, and the
+//! relay writer's epoll set, eventfd and non-blocking vectored send.
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::mpsc;
@@ -194,6 +196,166 @@ pub fn tune_listener(fd: std::os::fd::RawFd, user_timeout_ms: u32, send_timeout_
     set(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tv);
 }
 
+/// A counter the kernel can wait on (eventfd(2)): one thread `notify`s,
+/// another sleeps in an [`Epoll`] set until it is readable, then `reset`s
+/// it. Non-blocking, so `reset` on an unsignalled counter just returns.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: no memory arguments; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the counter readable (wakes a waiter).
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. It can only fail if the
+        // counter is about to overflow, which leaves it readable anyway.
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
+    }
+
+    /// Resets the counter to zero (not readable).
+    pub fn reset(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN (already zero) is fine.
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// What an [`Epoll`] set waits for on one descriptor (level-triggered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Readable,
+    Writable,
+}
+
+/// An epoll(7) set: descriptors registered under a caller's `u64` token;
+/// `wait` blocks until some are ready and yields their tokens. The caller
+/// keeps each registered descriptor open until it is deleted (a closed
+/// descriptor leaves the set by itself).
+pub struct Epoll(OwnedFd);
+
+/// Room for the events one [`Epoll::wait`] returns.
+pub struct EpollEvents(Vec<libc::epoll_event>);
+
+impl EpollEvents {
+    pub fn with_capacity(n: usize) -> EpollEvents {
+        EpollEvents(vec![libc::epoll_event { events: 0, u64: 0 }; n.max(1)])
+    }
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no memory arguments; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn add(&self, fd: BorrowedFd<'_>, interest: Interest, token: u64) -> io::Result<()> {
+        let events = match interest {
+            Interest::Readable => libc::EPOLLIN,
+            Interest::Writable => libc::EPOLLOUT,
+        } as u32;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    fn ctl(&self, op: i32, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` lives for the call and the kernel copies it; both
+        // descriptors are open (borrowed or owned).
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until at least one registered descriptor is ready or
+    /// `timeout` passes (`None`: no limit), retrying on EINTR; returns the
+    /// ready tokens (empty on timeout).
+    pub fn wait<'e>(
+        &self,
+        events: &'e mut EpollEvents,
+        timeout: Option<std::time::Duration>,
+    ) -> io::Result<impl Iterator<Item = u64> + 'e> {
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        let cap = events.0.len().min(i32::MAX as usize) as i32;
+        let n = loop {
+            // SAFETY: the buffer outlives the call and holds `cap` events.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.0.as_mut_ptr(), cap, ms) };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        // Copy the token out by value: the struct is packed on x86_64.
+        Ok(events.0[..n].iter().map(|ev| ev.u64))
+    }
+}
+
+/// One vectored write that never blocks, on a socket that may itself be
+/// blocking (its reader blocks on it): `MSG_DONTWAIT` makes only this call
+/// non-blocking, and `MSG_NOSIGNAL` turns a reset peer into an error
+/// instead of SIGPIPE. Returns the bytes taken (possibly fewer than
+/// offered); `WouldBlock` when the kernel buffer is full.
+pub fn send_vectored_nonblocking(
+    sock: BorrowedFd<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no address, no control data). It
+    // points at `bufs`, and `IoSlice` is ABI-compatible with `iovec` on
+    // Unix (std's documented guarantee); the kernel only reads them.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
 /// An exclusive advisory lock on `path` (created if missing), held until the
 /// returned file is dropped or the process exits. Fails at once if another
 /// process holds it.
@@ -207,7 +369,6 @@ pub fn lock_file_blocking(path: &std::path::Path) -> io::Result<std::fs::File> {
 }
 
 fn lock_file(path: &std::path::Path, wait: bool) -> io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

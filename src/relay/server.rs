@@ -155,6 +155,7 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
         let hub = hub.clone();
         let active = active.clone();
         let cfg = cfg.clone();
+        let writer = writer.clone();
         thread::Builder::new()
             .name("relay-accept".into())
             .spawn(move || accept_loop(listener, hub, writer, active, &cfg))?;
@@ -173,7 +174,12 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     );
     hub.close_all();
     active.wait_idle(Duration::from_secs(2));
-    log_event("stopped", json!({}));
+    // Write batching, for the benchmark: frames written per sendmsg call.
+    let w = writer.stats();
+    log_event(
+        "stopped",
+        json!({"writer": {"sendmsg_calls": w.sends, "frames": w.frames}}),
+    );
     Ok(())
 }
 
