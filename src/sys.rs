@@ -418,12 +418,68 @@ pub fn wait_pid_exit(pid: u32, limit: std::time::Duration) -> bool {
     r > 0 || !pid_alive(pid)
 }
 
+/// The glibc tunable `reexec_without_thread_caches` sets.
+const NO_TCACHE: &str = "glibc.malloc.tcache_count=0";
+
+/// Re-executes this program (same pid, arguments and environment) with
+/// glibc's per-thread malloc caches turned off, unless the environment
+/// already names a tcache tunable (so the second start, or an operator's
+/// own choice, runs on). Tunables are read only at exec, hence the
+/// re-exec. Why: a program with thousands of threads that each allocate
+/// a little (the relay's readers) keeps up to 7 freed chunks per size
+/// class in every thread's cache, ~2.7 KiB per idle relay connection
+/// (BENCHMARKS.md). Returns only if it did not re-exec; an exec failure is
+/// logged by the caller and harmless.
+pub fn reexec_without_thread_caches() -> io::Result<()> {
+    let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+    if current.to_string_lossy().contains("glibc.malloc.tcache") {
+        return Ok(());
+    }
+    let mut tunables = current;
+    if !tunables.is_empty() {
+        tunables.push(":");
+    }
+    tunables.push(NO_TCACHE);
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    let err = Command::new(std::env::current_exe()?)
+        .arg0(arg0)
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .exec();
+    Err(err)
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// (children inherit it); returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above; only the soft limit changes, within the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Gives the calling thread's unused stack pages back to the kernel: every
 /// page below the current frame (less a margin for this call) that a deeper
 /// call touched earlier. A thread that once ran something deep (the
 /// WebSocket handshake) and then blocks shallow for hours would otherwise
 /// keep those pages resident for its whole life. Nothing below the current
 /// frame is live, so dropping (zero-filling on next touch) is safe.
+/// It frees only what lies below the caller's frame: the caller must keep
+/// its deep work in never-inlined callees (the relay's rule, written down
+/// at `relay::conn::serve` and guarded by tests/relay_idle_rss.rs).
 #[inline(never)]
 pub fn trim_stack() {
     // Room for this frame and the madvise call below it (a few hundred

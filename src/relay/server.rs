@@ -135,6 +135,10 @@ fn seed() -> u64 {
 
 /// Runs the relay until SIGINT/SIGTERM.
 pub fn run(cfg: ServerConfig) -> io::Result<()> {
+    // Idle memory per connection (issue 13): see the function's comment.
+    if let Err(e) = sys::reexec_without_thread_caches() {
+        log_event("reexec_failed", json!({"error": e.to_string()}));
+    }
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals = sys::shutdown_signals();
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))?;
