@@ -1,7 +1,7 @@
 //! The relay process: bind, accept on a named thread, one named reader
-//! thread per connection (`conn::serve`), the one writer thread
-//! (`writer`), a clean stop on SIGINT/SIGTERM, and the allowlist re-read on
-//! SIGHUP. Connections are bounded in total and per client address
+//! thread per connection (`conn::serve`), the writer threads (`writer`,
+//! one per core), a clean stop on SIGINT/SIGTERM, and the allowlist re-read
+//! on SIGHUP. Connections are bounded in total and per client address
 //! (IPv6: per /64). Nothing here runs on a timer, so an idle relay uses no CPU.
 
 use std::collections::HashMap;
@@ -23,11 +23,14 @@ use crate::ratelimit::client_key;
 use crate::sys;
 use crate::util::log_event;
 
-/// Writer threads. One: on the 2-core machine BENCHMARKS.md was measured
-/// on, two writers (sockets split between them) were no faster and cost
-/// a little more CPU per delivery; `sendmsg` itself is ~80% of the relay's
-/// CPU under load. More cores would be the reason to raise it.
-const WRITER_THREADS: usize = 1;
+/// Writer threads: one per core, at most 4 (sockets are split between
+/// them by token). Issue 13's A/B on the 2-core machine (BENCHMARKS.md):
+/// with 2 writers a broadcast to 500 agents reaches its last receiver in
+/// ~15 ms at p99 against ~30 ms with one, because the kernel's loopback
+/// send, most of the cost, then runs on both cores.
+fn writer_threads() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -153,7 +156,7 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     );
 
     let hub = Arc::new(Hub::new(cfg.hub.clone(), seed()));
-    let writer = Writer::start(WRITER_THREADS)?;
+    let writer = Writer::start(writer_threads())?;
     let active = Arc::new(Active::default());
     {
         let hub = hub.clone();

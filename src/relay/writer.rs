@@ -1,15 +1,17 @@
-//! The relay's one writer thread: it owns the write side of every relay
-//! socket, so each socket has exactly one writer. Hub handlers and readers
-//! queue already-framed bytes ([`PeerQueue::try_send`], never blocking);
-//! the writer copies nothing, writes each peer's queue with one vectored,
-//! non-blocking `sendmsg`, and asks epoll to tell it when a full kernel
-//! buffer drains. A peer that stops reading fills its own bounded queue and
-//! is dropped by the hub; nobody else waits for it. Not here: reading
-//! (`conn`, `frame`) or what the bytes mean (`hub`).
+//! The relay's writer threads: a few (one per core, `server`), each owning
+//! the write side of its share of the relay's sockets, so each socket has
+//! exactly one writer. Hub handlers and readers queue already-framed bytes
+//! ([`PeerQueue::try_send`], never blocking); a writer copies nothing,
+//! writes all of a peer's queued frames with one vectored, non-blocking
+//! `sendmsg` (`sys::send_vectored_nonblocking`), and asks its epoll set to
+//! tell it when a full kernel buffer drains. A peer that stops reading
+//! fills its own bounded queue and is dropped by the hub; nobody else waits
+//! for it. Not here: reading (`conn`, `frame`) or what the bytes mean
+//! (`hub`). No `unsafe` here: the system calls are `sys`'s.
 //!
-//! Why one thread instead of one per connection: a broadcast to N peers
-//! costs N `sendmsg` calls in one thread, not N futex wakes and context
-//! switches, and an idle connection costs no writer stack.
+//! Why a few threads instead of one per connection: a broadcast to N peers
+//! costs N `sendmsg` calls spread over the writers, not N futex wakes and
+//! context switches, and an idle connection costs no writer stack.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
