@@ -1,12 +1,15 @@
 //! Load client for scripts/bench_relay.sh: the issue 13 relay scenarios
-//! against one relay (ours or the Node `ws` baseline), one blocking reader
-//! thread per agent so the client is not the bottleneck. Prints one JSON
-//! object. Loopback only; every wait is bounded.
+//! against one relay (ours or the Node `ws` baseline). Agents read on a few
+//! threads (`--client-threads`, default one per core), each waiting on an
+//! epoll set over its share of the sockets (`workbench::sys::Epoll`), so a
+//! broadcast wakes a couple of threads, not hundreds, and the client is not
+//! the bottleneck. Prints one JSON object. Loopback only; every wait is
+//! bounded.
 //!
 //! usage: cargo run --release --example relay_load -- --url ws://127.0.0.1:PORT
 //!        --pid RELAY_PID [--only all|empty,fanout,sustained,idle] [--reps 3]
 //!        [--fanout 10,100,500] [--messages 100] [--sustain-agents 200]
-//!        [--sustain-secs 10] [--idle 5000]
+//!        [--sustain-secs 10] [--idle 5000] [--client-threads 2]
 //!
 //! * fan-out: one sender, N receivers (the sender included) in `#general`,
 //!   closed loop (the next message once all N have the last). Latency is
@@ -21,10 +24,12 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+
 use serde_json::{json, Value};
-use tungstenite::{Message, WebSocket};
-use workbench::relay::client::Client;
-use workbench::relay::frame::{FrameReader, Incoming, SharedStream};
+use workbench::sys::{Epoll, EpollEvents, Interest};
 
 /// /proc CPU times are in clock ticks: 100 per second on Linux.
 const TICK_MS: u64 = 10;
@@ -43,6 +48,7 @@ struct Args {
     sustain_agents: usize,
     sustain_secs: f64,
     idle: usize,
+    client_threads: usize,
 }
 
 fn args() -> Res<Args> {
@@ -63,6 +69,7 @@ fn args() -> Res<Args> {
         sustain_agents: a.opt_value_from_str("--sustain-agents")?.unwrap_or(200),
         sustain_secs: a.opt_value_from_str("--sustain-secs")?.unwrap_or(10.0),
         idle: a.opt_value_from_str("--idle")?.unwrap_or(5000),
+        client_threads: a.opt_value_from_str("--client-threads")?.unwrap_or(2),
     };
     let rest = a.finish();
     if !rest.is_empty() {
@@ -104,8 +111,125 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// One agent's socket, spoken to by hand (RFC 6455): the client side is
+/// small enough, and this way the readers can share a few epoll threads.
+struct Agent {
+    sock: Arc<TcpStream>,
+    /// Bytes read and not yet parsed into whole frames.
+    buf: Vec<u8>,
+}
+
+/// One whole server frame at the front of `buf`: (opcode, payload range,
+/// frame length). Server frames are unmasked and, from these relays,
+/// never fragmented.
+fn frame_at(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, head) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (buf.len() >= head + len).then(|| (buf[0] & 0x0f, head..head + len, head + len))
+}
+
+/// A masked client text frame (clients must mask, RFC 6455 §5.3).
+fn client_frame(text: &str) -> Vec<u8> {
+    let key = [0x5a, 0xc3, 0x3c, 0xa5];
+    let p = text.as_bytes();
+    let mut f = vec![0x81];
+    match p.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(p.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+impl Agent {
+    fn connect(url: &str) -> Res<Agent> {
+        let addr = url
+            .strip_prefix("ws://")
+            .ok_or("url must be ws://host:port")?;
+        let addr = addr.trim_end_matches('/');
+        let sock = TcpStream::connect(addr)?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(STEP_LIMIT))?;
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        (&sock).write_all(req.as_bytes())?;
+        // The relay sends nothing after its 101 until we speak, so reading
+        // byte by byte to the blank line never eats a frame.
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if (&sock).read(&mut b)? == 0 || head.len() > 4096 {
+                return Err("handshake: connection closed".into());
+            }
+            head.push(b[0]);
+        }
+        if !head.starts_with(b"HTTP/1.1 101") {
+            return Err(format!("handshake refused: {}", String::from_utf8_lossy(&head)).into());
+        }
+        Ok(Agent {
+            sock: Arc::new(sock),
+            buf: Vec::new(),
+        })
+    }
+
+    fn send(&self, text: &str) -> io::Result<()> {
+        (&*self.sock).write_all(&client_frame(text))
+    }
+
+    /// Blocks (setup only) until the next text frame.
+    fn recv(&mut self) -> Res<String> {
+        loop {
+            if let Some((op, body, len)) = frame_at(&self.buf) {
+                let text = String::from_utf8_lossy(&self.buf[body]).into_owned();
+                self.buf.drain(..len);
+                match op {
+                    1 => return Ok(text),
+                    8 => return Err("closed by the relay".into()),
+                    _ => continue,
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let k = (&*self.sock).read(&mut chunk)?;
+            if k == 0 {
+                return Err("connection closed".into());
+            }
+            self.buf.extend_from_slice(&chunk[..k]);
+        }
+    }
+
+    fn until(&mut self, kind: &str) -> Res<()> {
+        let want = format!(r#""type":"{kind}""#);
+        loop {
+            let t = self.recv()?;
+            if t.contains(&want) {
+                return Ok(());
+            }
+            if t.contains(r#""type":"ERROR""#) {
+                return Err(format!("relay refused: {t}").into());
+            }
+        }
+    }
+}
+
 /// Connected, identified agents, set up `batch` at a time in parallel.
-fn agents(url: &str, n: usize, name: &str) -> Res<Vec<Client>> {
+fn agents(url: &str, n: usize, name: &str) -> Res<Vec<Agent>> {
     let mut out = Vec::with_capacity(n);
     let batch = 50;
     for start in (0..n).step_by(batch) {
@@ -113,11 +237,12 @@ fn agents(url: &str, n: usize, name: &str) -> Res<Vec<Client>> {
             .map(|i| {
                 let url = url.to_string();
                 let name = format!("{name}{i}");
-                thread::spawn(move || -> Result<Client, String> {
-                    let mut c = Client::connect(&url).map_err(|e| e.to_string())?;
-                    c.set_timeout(Some(STEP_LIMIT));
-                    c.identify(&name, None).map_err(|e| e.to_string())?;
-                    Ok(c)
+                thread::spawn(move || -> Result<Agent, String> {
+                    let mut a = Agent::connect(&url).map_err(|e| e.to_string())?;
+                    a.send(&json!({"type": "IDENTIFY", "name": name}).to_string())
+                        .map_err(|e| e.to_string())?;
+                    a.until("WELCOME").map_err(|e| e.to_string())?;
+                    Ok(a)
                 })
             })
             .collect();
@@ -128,32 +253,83 @@ fn agents(url: &str, n: usize, name: &str) -> Res<Vec<Client>> {
     Ok(out)
 }
 
-fn join_all(agents: &mut [Client], channel: &str) -> Res<()> {
+fn join_all(agents: &mut [Agent], channel: &str) -> Res<()> {
     for a in agents.iter_mut() {
-        a.send(&json!({"type": "JOIN", "channel": channel}))
-            .map_err(|e| e.to_string())?;
-        while a.recv().map_err(|e| e.to_string())?["type"] != "JOINED" {}
-        a.set_timeout(None);
+        a.send(&json!({"type": "JOIN", "channel": channel}).to_string())?;
+        a.until("JOINED")?;
     }
     Ok(())
 }
 
-/// One agent's read half on its own thread: calls `on_text` for each text
-/// frame until the socket ends.
-fn spawn_reader(
-    mut r: FrameReader<SharedStream>,
-    mut on_text: impl FnMut(&str) + Send + 'static,
-) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name("load-reader".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            while let Ok(m) = r.next() {
-                if let Incoming::Text(t) = m {
-                    on_text(&t);
-                }
+/// Client reader threads: each owns a share of the sockets in one epoll
+/// set and calls `on_text` for every text frame, until all its sockets end.
+fn spawn_readers(
+    agents: Vec<Agent>,
+    threads: usize,
+    on_text: impl Fn(&str) + Send + Clone + 'static,
+) -> Res<(Vec<Arc<TcpStream>>, Vec<thread::JoinHandle<()>>)> {
+    let socks: Vec<Arc<TcpStream>> = agents.iter().map(|a| a.sock.clone()).collect();
+    let mut shares: Vec<Vec<Agent>> = (0..threads.max(1)).map(|_| Vec::new()).collect();
+    for (i, a) in agents.into_iter().enumerate() {
+        a.sock.set_read_timeout(None)?;
+        shares[i % threads.max(1)].push(a);
+    }
+    let mut handles = Vec::new();
+    for (k, mut mine) in shares.into_iter().enumerate() {
+        let on_text = on_text.clone();
+        let epoll = Epoll::new()?;
+        for (t, a) in mine.iter().enumerate() {
+            epoll.add(a.sock.as_fd(), Interest::Readable, t as u64)?;
+        }
+        handles.push(
+            thread::Builder::new()
+                .name(format!("load-reader-{k}"))
+                .spawn(move || {
+                    let mut live = mine.len();
+                    let mut events = EpollEvents::with_capacity(256);
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    let mut ready = Vec::new();
+                    // Frames that arrived during setup come first.
+                    for a in mine.iter_mut() {
+                        drain_frames(&mut a.buf, &on_text);
+                    }
+                    while live > 0 {
+                        match epoll.wait(&mut events, None) {
+                            Ok(tokens) => ready.extend(tokens),
+                            Err(_) => return,
+                        }
+                        for t in ready.drain(..) {
+                            let a = &mut mine[t as usize];
+                            match (&*a.sock).read(&mut chunk) {
+                                Ok(0) | Err(_) => {
+                                    let _ = epoll.delete(a.sock.as_fd());
+                                    live -= 1;
+                                }
+                                Ok(k) => {
+                                    a.buf.extend_from_slice(&chunk[..k]);
+                                    drain_frames(&mut a.buf, &on_text);
+                                }
+                            }
+                        }
+                    }
+                })?,
+        );
+    }
+    Ok((socks, handles))
+}
+
+/// Hands every whole text frame at the front of `buf` to `on_text`.
+fn drain_frames(buf: &mut Vec<u8>, on_text: &impl Fn(&str)) {
+    let mut at = 0;
+    while let Some((op, body, len)) = frame_at(&buf[at..]) {
+        if op == 1 {
+            if let Ok(t) = std::str::from_utf8(&buf[at + body.start..at + body.end]) {
+                on_text(t);
             }
-        })
+        }
+        at += len;
+    }
+    buf.drain(..at);
 }
 
 /// The number after `"content":"<tag>` in a live (not replayed) MSG.
@@ -168,13 +344,18 @@ fn tagged(t: &str, tag: &str) -> Option<u64> {
         .ok()
 }
 
-fn close_all(writers: &[WebSocket<SharedStream>], readers: Vec<thread::JoinHandle<()>>) {
-    for w in writers {
-        w.get_ref().shutdown();
+fn close_all(socks: &[Arc<TcpStream>], readers: Vec<thread::JoinHandle<()>>) {
+    for s in socks {
+        let _ = s.shutdown(std::net::Shutdown::Both);
     }
     for r in readers {
         let _ = r.join();
     }
+}
+
+fn send_on(sock: &TcpStream, text: &str) -> io::Result<()> {
+    let mut w = sock;
+    w.write_all(&client_frame(text))
 }
 
 fn fanout(a: &Args, n: usize, rep: usize) -> Res<Value> {
@@ -182,30 +363,21 @@ fn fanout(a: &Args, n: usize, rep: usize) -> Res<Value> {
     let mut clients = agents(&a.url, n, &format!("fan{n}r{rep}-"))?;
     join_all(&mut clients, "#general")?;
     let (tx, rx) = mpsc::channel::<(u64, Instant)>();
-    let mut writers = Vec::new();
-    let mut readers = Vec::new();
-    for c in clients {
-        let (r, w) = c.split();
-        let tx = tx.clone();
-        let tag = tag.clone();
-        readers.push(spawn_reader(r, move |t| {
-            if let Some(i) = tagged(t, &tag) {
-                let _ = tx.send((i, Instant::now()));
-            }
-        })?);
-        writers.push(w);
-    }
-    drop(tx);
+    let reader_tag = tag.clone();
+    let (socks, readers) = spawn_readers(clients, a.client_threads, move |t| {
+        if let Some(i) = tagged(t, &reader_tag) {
+            let _ = tx.send((i, Instant::now()));
+        }
+    })?;
     // Let the joins' AGENT_JOINED notices drain first.
     thread::sleep(Duration::from_millis(300));
     let mut per_delivery = Vec::with_capacity(n * a.messages);
     let mut last = Vec::with_capacity(a.messages);
     for i in 0..a.messages as u64 {
-        let t0 = Instant::now();
         let content = format!("{tag}{i}:x");
-        writers[0].send(Message::text(
-            json!({"type": "MSG", "to": "#general", "content": content}).to_string(),
-        ))?;
+        let text = json!({"type": "MSG", "to": "#general", "content": content}).to_string();
+        let t0 = Instant::now();
+        send_on(&socks[0], &text)?;
         let mut got = 0;
         let mut worst: f64 = 0.0;
         while got < n {
@@ -219,7 +391,7 @@ fn fanout(a: &Args, n: usize, rep: usize) -> Res<Value> {
         }
         last.push(worst);
     }
-    close_all(&writers, readers);
+    close_all(&socks, readers);
     per_delivery.sort_by(f64::total_cmp);
     last.sort_by(f64::total_cmp);
     Ok(json!({
@@ -238,31 +410,18 @@ fn sustained(a: &Args) -> Res<Value> {
     let bytes = Arc::new(AtomicU64::new(0));
     let expected = Arc::new(AtomicU64::new(u64::MAX));
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let mut writers = Vec::new();
-    let mut readers = Vec::new();
-    for c in clients {
-        let (r, w) = c.split();
-        let (delivered, bytes, expected, done) = (
-            delivered.clone(),
-            bytes.clone(),
-            expected.clone(),
-            done_tx.clone(),
-        );
-        readers.push(spawn_reader(r, move |t| {
-            if tagged(t, tag).is_some() {
-                // Payload plus the 2-byte header (these frames are < 126 B)
-                // or 4-byte header, as the relay framed it.
-                let head = if t.len() < 126 { 2 } else { 4 };
-                bytes.fetch_add((t.len() + head) as u64, Ordering::Relaxed);
-                let now = delivered.fetch_add(1, Ordering::Relaxed) + 1;
-                if now == expected.load(Ordering::Relaxed) {
-                    let _ = done.send(());
-                }
+    let (d, b, e) = (delivered.clone(), bytes.clone(), expected.clone());
+    let (socks, readers) = spawn_readers(clients, a.client_threads, move |t| {
+        if tagged(t, tag).is_some() {
+            // Payload plus the 2- or 4-byte header the relay framed it with.
+            let head = if t.len() < 126 { 2 } else { 4 };
+            b.fetch_add((t.len() + head) as u64, Ordering::Relaxed);
+            let now = d.fetch_add(1, Ordering::Relaxed) + 1;
+            if now == e.load(Ordering::Relaxed) {
+                let _ = done_tx.send(());
             }
-        })?);
-        writers.push(w);
-    }
-    drop(done_tx);
+        }
+    })?;
     thread::sleep(Duration::from_millis(500));
     let cpu0 = cpu_ms(a.pid)?;
     let t0 = Instant::now();
@@ -279,9 +438,8 @@ fn sustained(a: &Args) -> Res<Value> {
             thread::sleep(wait);
         }
         let content = format!("{tag}{sent}-{}", sent as usize % n);
-        writers[sent as usize % n].send(Message::text(
-            json!({"type": "MSG", "to": "#agents", "content": content}).to_string(),
-        ))?;
+        let text = json!({"type": "MSG", "to": "#agents", "content": content}).to_string();
+        send_on(&socks[sent as usize % n], &text)?;
         sent += 1;
     }
     let want = sent * n as u64;
@@ -292,7 +450,7 @@ fn sustained(a: &Args) -> Res<Value> {
     let cpu = cpu_ms(a.pid)? - cpu0;
     let got = delivered.load(Ordering::Relaxed);
     let frame_bytes = bytes.load(Ordering::Relaxed) as f64 / got.max(1) as f64;
-    close_all(&writers, readers);
+    close_all(&socks, readers);
     Ok(json!({
         "agents": n, "sent": sent, "expected": want, "delivered": got,
         "relay_cpu_ms": cpu, "cpu_us_per_delivery": cpu as f64 * 1000.0 / got.max(1) as f64,

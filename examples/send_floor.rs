@@ -2,8 +2,8 @@
 //! process that does nothing but write the same pre-framed bytes to the
 //! same N loopback sockets, on the schedule of the sustained scenario
 //! (one broadcast to all N every 1.1 s / N), while a child process drains
-//! them with one blocking reader thread per socket, as the load client
-//! does. Prints its own CPU (utime+stime) per delivered frame as JSON.
+//! them the way the load client (examples/relay_load.rs) reads: two
+//! threads, each on an epoll set over half the sockets. Prints its own CPU (utime+stime) per delivered frame as JSON.
 //!
 //! usage: cargo run --release --example send_floor -- [--sockets 200]
 //!        [--secs 10] [--frame-bytes 90]
@@ -14,11 +14,13 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use workbench::sys::{Epoll, EpollEvents, Interest};
 
 const TICK_MS: u64 = 10;
 
@@ -44,33 +46,52 @@ fn frame(total: usize) -> Vec<u8> {
     f
 }
 
-/// The child: connect `n` sockets to `port`, drain each on its own thread,
-/// print the total bytes read once every socket has closed.
-fn drain(port: u16, n: usize) -> Res<()> {
+/// The child: connect `n` sockets to `port` and drain them on `threads`
+/// threads, each waiting on an epoll set over its share (as the load
+/// client reads, so a write wakes the same kind of reader); print the
+/// total bytes read once every socket has closed.
+fn drain(port: u16, n: usize, threads: usize) -> Res<()> {
     let socks = (0..n)
         .map(|_| TcpStream::connect(("127.0.0.1", port)))
         .collect::<io::Result<Vec<_>>>()?;
+    let mut shares: Vec<Vec<TcpStream>> = (0..threads.max(1)).map(|_| Vec::new()).collect();
+    for (i, s) in socks.into_iter().enumerate() {
+        shares[i % threads.max(1)].push(s);
+    }
+    let mut handles = Vec::new();
+    for mine in shares {
+        let epoll = Epoll::new()?;
+        for (t, s) in mine.iter().enumerate() {
+            epoll.add(s.as_fd(), Interest::Readable, t as u64)?;
+        }
+        handles.push(thread::spawn(move || {
+            let mut live = mine.len();
+            let mut total = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut events = EpollEvents::with_capacity(256);
+            let mut ready = Vec::new();
+            while live > 0 {
+                match epoll.wait(&mut events, None) {
+                    Ok(tokens) => ready.extend(tokens),
+                    Err(_) => break,
+                }
+                for t in ready.drain(..) {
+                    let s = &mine[t as usize];
+                    match (&*s).read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = epoll.delete(s.as_fd());
+                            live -= 1;
+                        }
+                        Ok(k) => total += k as u64,
+                    }
+                }
+            }
+            total
+        }));
+    }
     println!("connected");
     io::stdout().flush()?;
-    let threads: Vec<_> = socks
-        .into_iter()
-        .map(|mut s| {
-            thread::Builder::new()
-                .stack_size(128 * 1024)
-                .spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    let mut total = 0u64;
-                    while let Ok(k) = s.read(&mut buf) {
-                        if k == 0 {
-                            break;
-                        }
-                        total += k as u64;
-                    }
-                    total
-                })
-        })
-        .collect::<io::Result<_>>()?;
-    let total: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    let total: u64 = handles.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     println!("{total}");
     Ok(())
 }
@@ -78,7 +99,8 @@ fn drain(port: u16, n: usize) -> Res<()> {
 fn run() -> Res<()> {
     let mut a = pico_args::Arguments::from_env();
     if let Some(port) = a.opt_value_from_str::<_, u16>("--drain")? {
-        return drain(port, a.value_from_str("--sockets")?);
+        let threads = a.opt_value_from_str("--reader-threads")?.unwrap_or(2);
+        return drain(port, a.value_from_str("--sockets")?, threads);
     }
     let n: usize = a.opt_value_from_str("--sockets")?.unwrap_or(200);
     let secs: f64 = a.opt_value_from_str("--secs")?.unwrap_or(10.0);

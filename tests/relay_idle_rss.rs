@@ -7,11 +7,11 @@
 //! breaks that rule, drops the trim, or grows per-connection buffers
 //! shows up here as RSS, not as a timing: this asserts memory only.
 
-mod relay_common;
+mod support;
 
 use std::time::Duration;
 
-use relay_common::{watchdog, Relay, Ws};
+use support::{watchdog, Relay, Ws};
 
 /// Connections held for the measurement.
 const HELD: usize = 2000;
@@ -43,7 +43,7 @@ fn idle_agent(relay: &Relay, name: &str) -> Ws {
 
 #[test]
 fn idle_connections_stay_within_the_rss_budget() {
-    let _w = watchdog(240);
+    let _w = watchdog(Duration::from_secs(240));
     // Both this process and the relay (which inherits the limit) hold one
     // descriptor per connection.
     let limit = workbench::sys::raise_fd_limit().expect("read the descriptor limit");
