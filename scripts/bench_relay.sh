@@ -135,8 +135,8 @@ w = [stopped(f"rust-sustained-{r}") for r in R]
 fl = [f["cpu_us_per_delivery"] for f in floor]
 rows.append(["metric", "workbench relay", "node ws baseline", "rust/node"])
 for k in (10, 100, 500):
-    for p in ("p50_ms", "p99_ms", "last_p50_ms", "last_p99_ms"):
-        name = p.replace("_ms", "").replace("last_", "last receiver ")
+    for p in ("p50_ms", "p99_ms", "last_p50_ms", "last_p99_ms", "last_p99_pooled_ms"):
+        name = p.replace("_ms", "").replace("last_", "last receiver ").replace("_pooled", " pooled over the round's runs")
         row(f"fan-out {k}: {name} (ms)", [x[f"fanout_{k}"][p] for x in rf], [x[f"fanout_{k}"][p] for x in nf])
 row("sustained: delivered / expected (round 1)", [], None)
 rows[-1][1] = f"{rs[0]['delivered']}/{rs[0]['expected']}"; rows[-1][2] = f"{ns[0]['delivered']}/{ns[0]['expected']}"
@@ -160,12 +160,14 @@ for r_ in rows:
     if r_[0] == "metric":
         print("|---|---|---|---|")
 med = statistics.median
-fan = med([a["fanout_500"]["last_p99_ms"] / b["fanout_500"]["last_p99_ms"] for a, b in zip(rf, nf)])
+fan = med([a["fanout_500"]["last_p99_pooled_ms"] / b["fanout_500"]["last_p99_pooled_ms"] for a, b in zip(rf, nf)])
+fan_med = med([a["fanout_500"]["last_p99_pooled_ms"] for a in rf]) / med([b["fanout_500"]["last_p99_pooled_ms"] for b in nf])
 cpu = med(rf_ratio)
 rss = med([x["idle"]["rss_per_conn_kb"] for x in ri])
 print()
 print(f"target sustained CPU/delivery <= 1.3x floor: {cpu:.2f}x -> {'MET' if cpu <= 1.3 else 'NOT MET'}")
-print(f"target fan-out 500 last-receiver p99 <= 0.6x node: {fan:.2f}x -> {'MET' if fan <= 0.6 else 'NOT MET'}")
+print(f"target fan-out 500 last-receiver p99 (pooled per round) <= 0.6x node: median of round ratios {fan:.2f}x, "
+      f"ratio of medians {fan_med:.2f}x -> {'MET' if max(fan, fan_med) <= 0.6 else 'NOT MET'}")
 print(f"target idle RSS/conn <= 12 KiB: {rss:.2f} KiB -> {'MET' if rss <= 12 else 'NOT MET'}")
 ok = all(x["delivered"] == x["expected"] for x in rs)
 print(f"every sustained message delivered (rust, all rounds): {'MET' if ok else 'NOT MET'}")
