@@ -261,13 +261,17 @@ fn join_all(agents: &mut [Agent], channel: &str) -> Res<()> {
     Ok(())
 }
 
+/// Every agent's socket (for writing and for shutting down) and the reader
+/// threads that end once all of them are shut.
+type Readers = (Vec<Arc<TcpStream>>, Vec<thread::JoinHandle<()>>);
+
 /// Client reader threads: each owns a share of the sockets in one epoll
 /// set and calls `on_text` for every text frame, until all its sockets end.
 fn spawn_readers(
     agents: Vec<Agent>,
     threads: usize,
     on_text: impl Fn(&str) + Send + Clone + 'static,
-) -> Res<(Vec<Arc<TcpStream>>, Vec<thread::JoinHandle<()>>)> {
+) -> Res<Readers> {
     let socks: Vec<Arc<TcpStream>> = agents.iter().map(|a| a.sock.clone()).collect();
     let mut shares: Vec<Vec<Agent>> = (0..threads.max(1)).map(|_| Vec::new()).collect();
     for (i, a) in agents.into_iter().enumerate() {
