@@ -7,7 +7,7 @@
 //! tell it when a full kernel buffer drains. A peer that stops reading
 //! fills its own bounded queue and is dropped by the hub; nobody else waits
 //! for it. Not here: reading (`conn`, `frame`) or what the bytes mean
-//! (`hub`). No `unsafe` here: the system calls are `sys`'s.
+//! (`hub`). The system calls are `sys`'s safe wrappers.
 //!
 //! Why a few threads instead of one per connection: a broadcast to N peers
 //! costs N `sendmsg` calls spread over the writers, not N futex wakes and
