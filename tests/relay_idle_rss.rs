@@ -5,7 +5,9 @@
 //! deep step (handshake, message handling) runs in its own frame below the
 //! loop's, never inlined into it (see `relay/conn.rs`). A change that
 //! breaks that rule, drops the trim, or grows per-connection buffers
-//! shows up here as RSS, not as a timing: this asserts memory only.
+//! shows up here as RSS, not as a timing: this asserts memory only. The
+//! relay also turns glibc's per-thread malloc caches off (a re-exec with
+//! GLIBC_TUNABLES, `sys::reexec_without_thread_caches`), checked here too.
 
 mod support;
 
@@ -134,4 +136,49 @@ fn the_frames_trim_stack_relies_on_are_never_inlined() {
     );
     assert_eq!(marked_never_inline("/// doc\nfn a() {}", "a"), Some(false));
     assert_eq!(marked_never_inline("fn b() {}", "a"), None);
+}
+
+/// GLIBC_TUNABLES as the running process `pid` sees it.
+fn tunables_of(pid: u32) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).expect("relay environ");
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("GLIBC_TUNABLES="))
+        .map(str::to_string)
+}
+
+#[test]
+fn the_relay_runs_without_malloc_thread_caches_unless_told_otherwise() {
+    let _w = watchdog(Duration::from_secs(60));
+    // By default the relay re-execs itself (same pid) with the caches off.
+    let relay = Relay::start(&[]);
+    let got = tunables_of(relay.child.id()).unwrap_or_default();
+    assert!(
+        got.split(':').any(|t| t == "glibc.malloc.tcache_count=0"),
+        "relay environment has GLIBC_TUNABLES={got:?}"
+    );
+    relay.client().ping();
+    drop(relay);
+
+    // An operator's own tcache setting is kept as it is.
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(support::BIN);
+    cmd.args(["relay", "--port", "0", "--host", "127.0.0.1"])
+        .env("GLIBC_TUNABLES", "glibc.malloc.tcache_count=3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    support::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().expect("spawn relay");
+    let mut line = String::new();
+    let stderr = child.stderr.take().expect("piped stderr");
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("relay's first log line");
+    assert!(line.contains("\"listening\""), "{line}");
+    let kept = tunables_of(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(kept.as_deref(), Some("glibc.malloc.tcache_count=3"));
 }
