@@ -600,3 +600,75 @@ pub fn wait_hangup(sock: std::os::fd::RawFd, wake: std::os::fd::RawFd) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    #[test]
+    fn an_eventfd_wakes_its_epoll_set_until_reset() {
+        let ep = Epoll::new().expect("epoll");
+        let ev = EventFd::new().expect("eventfd");
+        ep.add(ev.as_fd(), Interest::Readable, 7).expect("add");
+        let mut events = EpollEvents::with_capacity(4);
+        let zero = Some(Duration::ZERO);
+        assert_eq!(ep.wait(&mut events, zero).expect("wait").count(), 0);
+        ev.notify();
+        ev.notify();
+        let got: Vec<u64> = ep.wait(&mut events, zero).expect("wait").collect();
+        assert_eq!(got, vec![7]);
+        ev.reset();
+        assert_eq!(ep.wait(&mut events, zero).expect("wait").count(), 0);
+        ep.delete(ev.as_fd()).expect("delete");
+        ev.notify();
+        assert_eq!(ep.wait(&mut events, zero).expect("wait").count(), 0);
+    }
+
+    #[test]
+    fn a_vectored_send_writes_every_slice_and_never_blocks() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let parts = [io::IoSlice::new(b"one "), io::IoSlice::new(b"two")];
+        assert_eq!(
+            send_vectored_nonblocking(s.as_fd(), &parts).expect("send"),
+            7
+        );
+        let mut buf = [0u8; 7];
+        c.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"one two");
+        // Nobody reads: the kernel buffers fill and the call says so
+        // instead of blocking.
+        let big = vec![0u8; 1 << 20];
+        let mut blocked = false;
+        for _ in 0..1000 {
+            match send_vectored_nonblocking(s.as_fd(), &[io::IoSlice::new(&big)]) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+        assert!(blocked, "a full socket reports WouldBlock");
+        // The peer closes with unread data, so it resets the connection;
+        // epoll reports the error (EPOLLERR is always reported). Then a
+        // send is an error, not SIGPIPE.
+        drop(c);
+        let ep = Epoll::new().expect("epoll");
+        ep.add(s.as_fd(), Interest::Writable, 1).expect("add");
+        let mut events = EpollEvents::with_capacity(1);
+        let ready: Vec<u64> = ep
+            .wait(&mut events, Some(Duration::from_secs(10)))
+            .expect("wait")
+            .collect();
+        assert_eq!(ready, vec![1], "the reset is reported");
+        let e = send_vectored_nonblocking(s.as_fd(), &[io::IoSlice::new(b"x")])
+            .expect_err("a reset peer is an error");
+        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+    }
+}

@@ -138,7 +138,8 @@ fn seed() -> u64 {
 
 /// Runs the relay until SIGINT/SIGTERM.
 pub fn run(cfg: ServerConfig) -> io::Result<()> {
-    // Idle memory per connection (issue 13): see the function's comment.
+    // Idle memory per connection (issue 13): why, at the function. Same
+    // pid; on failure the relay runs on with the caches.
     if let Err(e) = sys::reexec_without_thread_caches() {
         log_event("reexec_failed", json!({"error": e.to_string()}));
     }
