@@ -47,8 +47,13 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 500)) ]; th
 fi
 
 LOAD=target/release/examples/relay_load
-# Rate limits are raised for both so the senders are never throttled.
+# Rate limits are raised for both so the senders are never throttled; ours
+# also has per-address and per-channel limits (issue 12), and every agent
+# here comes from 127.0.0.1.
 RATE=(--rate-burst 1000000 --rate-per-sec 1000000)
+OURS=(--max-per-ip 100000 --connect-rate-burst 100000 --connect-rate-per-sec 100000
+  --ip-rate-burst 1000000 --ip-rate-per-sec 1000000
+  --channel-rate-burst 1000000 --channel-rate-per-sec 1000000)
 RELAY_PID=
 
 wait_port() { # <stderr file> -> port
@@ -74,7 +79,7 @@ trap stop_relay EXIT
 one() { # <which: rust|node> <label> <relay_load args...>
   local which=$1 label=$2; shift 2
   if [ "$which" = rust ]; then
-    target/release/workbench relay --host 127.0.0.1 --port 0 "${RATE[@]}" 2>"$OUT/$label.err" >/dev/null &
+    target/release/workbench relay --host 127.0.0.1 --port 0 "${RATE[@]}" "${OURS[@]}" 2>"$OUT/$label.err" >/dev/null &
   else
     node scripts/node-relay/relay.mjs --host 127.0.0.1 --port 0 "${RATE[@]}" 2>"$OUT/$label.err" >/dev/null &
   fi

@@ -54,7 +54,15 @@ fn idle_connections_stay_within_the_rss_budget() {
         limit >= need,
         "this test needs `ulimit -n` of at least {need} (hard limit is {limit})"
     );
-    let relay = Relay::start(&[]);
+    // Every agent comes from 127.0.0.1: lift the per-address caps.
+    let relay = Relay::start(&[
+        "--max-per-ip",
+        "100000",
+        "--connect-rate-burst",
+        "100000",
+        "--connect-rate-per-sec",
+        "100000",
+    ]);
     let pid = relay.child.id();
     let warm: Vec<Ws> = (0..WARM)
         .map(|i| idle_agent(&relay, &format!("warm{i}")))
