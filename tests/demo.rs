@@ -59,7 +59,12 @@ fn demo_drives_the_page_and_answers_events() {
         &format!("127.0.0.1:{port}"),
         "POST",
         "/api/event",
-        None,
+        Some(
+            &server_info(&home, "demo")["token"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ),
         Some(br#"{"name":"step-done","data":{"step":"1"}}"#),
     );
     for _ in 0..400 {

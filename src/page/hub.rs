@@ -224,7 +224,7 @@ impl Hub {
     pub fn attach(&self, client: Option<IpAddr>) -> Result<Outbox, Refused> {
         let client = client.map(client_key);
         // Unguessable, so no other client can speak for this viewer.
-        let key = util::random_hex(16).unwrap_or_default();
+        let key = util::random_hex(8).unwrap_or_default();
         let mut doc = lock(&self.doc);
         let full = match &doc.full {
             Some(f) => f.clone(),
