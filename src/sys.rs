@@ -409,3 +409,44 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur as u64)
 }
+
+/// A TCP connection to `remote` from the local address `local` (port chosen
+/// by the kernel). std cannot bind before connecting; the page server's
+/// tests and `workbench soak-client` use it to speak from 127.0.0.2,
+/// 127.0.0.3, … (all loopback on Linux), so per-address limits can be seen.
+pub fn connect_from(
+    local: std::net::Ipv4Addr,
+    remote: std::net::SocketAddrV4,
+) -> io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    fn sockaddr(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    // SAFETY: plain socket call; the descriptor is owned by the TcpStream
+    // below (or closed on every error path).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; from here on it is closed on drop.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let from = sockaddr(std::net::SocketAddrV4::new(local, 0));
+    // SAFETY: from is a valid sockaddr_in of the given length.
+    if unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let to = sockaddr(remote);
+    // SAFETY: to is a valid sockaddr_in of the given length.
+    if unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
