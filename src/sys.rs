@@ -450,3 +450,17 @@ pub fn connect_from(
     }
     Ok(stream)
 }
+
+/// Makes glibc serve every allocation of 256 KiB or more with its own
+/// mmap and unmap it when freed. By default the threshold grows after the
+/// first big free (up to 32 MiB), after which multi-MiB push buffers are
+/// carved from per-thread heaps that are never given back: a page server
+/// that handled a few big pushes on many threads keeps their peak as RSS.
+pub fn return_big_allocations_to_the_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before threads
+    // that allocate big buffers exist, and it is thread-safe anyway.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}

@@ -222,6 +222,7 @@ fn load_state(project: &Project) -> Map<String, Value> {
 /// Runs the server in the foreground until SIGINT/SIGTERM or `POST /api/stop`.
 pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let signals = sys::shutdown_signals();
+    sys::return_big_allocations_to_the_os();
     let project = cfg.project.clone();
     project
         .create(cfg.title.as_deref(), cfg.description.as_deref())

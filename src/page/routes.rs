@@ -678,3 +678,225 @@ fn post_snapshot(shared: &Shared, inc: &Incoming, token: &str) -> Reply {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The route table in process: a request in, a reply out, no socket.
+    use super::*;
+    use crate::page::disk::DiskSender;
+    use crate::page::{events::Events, hub::Hub, origin::Origins, Limits, LogBudget};
+    use crate::project::{Project, ProjectName};
+
+    fn shared(tag: &str) -> (Shared, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("wb-routes-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), "<!doctype html><p>page</p>").unwrap();
+        let (disk_tx, disk_rx) = std::sync::mpsc::channel();
+        let disk = DiskSender::for_tests(disk_tx);
+        // Nothing is written; `sync` is answered so acknowledgements return.
+        let disk_thread = std::thread::spawn(move || {
+            for op in disk_rx {
+                if let crate::page::disk::DiskOp::Sync(done) = op {
+                    let _ = done.send(());
+                }
+            }
+        });
+        let (stop, _) = std::sync::mpsc::channel();
+        let limits = Limits::default();
+        let s = Shared {
+            project: Project {
+                name: ProjectName::parse("routes").unwrap(),
+                dir,
+            },
+            token: "owner-token".into(),
+            hub: Hub::new(
+                Map::new(),
+                vec![],
+                disk.clone(),
+                crate::page::hub::ViewerLimits {
+                    max_total: 4,
+                    max_per_client: 4,
+                },
+            ),
+            events: Events::new(vec![], disk.clone()),
+            disk,
+            stop,
+            max_body: 1000,
+            origins: Origins::new("127.0.0.1", 8070, None, &[]),
+            limits,
+            error_log: LogBudget::new(),
+        };
+        (s, disk_thread)
+    }
+
+    fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Incoming {
+        let (path, query) = crate::page::http::split_url(url);
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !body.is_empty() {
+            headers.push(("Content-Length".into(), body.len().to_string()));
+        }
+        Incoming {
+            head: Head {
+                method: method.into(),
+                path,
+                query,
+                headers,
+                remote: Some("127.0.0.1".parse().unwrap()),
+            },
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    const OWNER: (&str, &str) = ("Authorization", "Bearer owner-token");
+    const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+    #[test]
+    fn not_found_method_not_allowed_and_the_page() {
+        let (s, _d) = shared("basic");
+        assert_eq!(handle(&s, &req("GET", "/nope", &[], "")).status, 404);
+        assert_eq!(handle(&s, &req("DELETE", "/", &[], "")).status, 405);
+        assert_eq!(
+            handle(&s, &req("GET", "/api/state", &[OWNER], "")).status,
+            405
+        );
+        assert_eq!(handle(&s, &req("POST", "/health", &[], "")).status, 405);
+        let page = handle(&s, &req("GET", "/", &[("Host", "localhost:8070")], ""));
+        assert_eq!(
+            (page.status, page.text()),
+            (200, "<!doctype html><p>page</p>")
+        );
+        let health = handle(&s, &req("GET", "/health", &[], ""));
+        assert!(health.text().contains(r#""project":"routes""#));
+    }
+
+    #[test]
+    fn every_owner_route_wants_the_token_and_the_check_comes_first() {
+        let (s, _d) = shared("owner");
+        for (m, p) in [
+            ("POST", "/api/state"),
+            ("POST", "/api/log"),
+            ("GET", "/api/log"),
+            ("GET", "/api/events"),
+            ("GET", "/api/snapshot"),
+            ("POST", "/api/stop"),
+        ] {
+            let r = handle(&s, &req(m, p, &[("Authorization", "Bearer wrong")], "{}"));
+            assert_eq!(r.status, 401, "{m} {p}");
+            // An unauthenticated upload is refused without being read.
+            assert!(
+                r.close,
+                "{m} {p} keeps the connection for a body it did not read"
+            );
+        }
+        let ok = handle(
+            &s,
+            &req("POST", "/api/state", &[OWNER], r#"{"data":{"v":1}}"#),
+        );
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        let logged = handle(&s, &req("GET", "/api/log?limit=5", &[OWNER], ""));
+        assert_eq!(logged.text(), r#"{"ok":true,"entries":[]}"#);
+    }
+
+    #[test]
+    fn host_origin_size_and_type_are_decided_from_the_headers() {
+        let (s, _d) = shared("headers");
+        let evil_host = req("GET", "/", &[("Host", "evil.example")], "");
+        assert_eq!(handle(&s, &evil_host).status, 403);
+        let evil_origin = req(
+            "POST",
+            "/api/state",
+            &[OWNER, ("Origin", "http://evil.example")],
+            "{}",
+        );
+        assert_eq!(handle(&s, &evil_origin).status, 403);
+        let own_origin = req(
+            "POST",
+            "/api/log",
+            &[OWNER, ("Origin", "http://127.0.0.1:8070")],
+            r#"{"message":"hi"}"#,
+        );
+        assert_eq!(handle(&s, &own_origin).status, 200);
+        // --max-body is 1000 here; events have their own 64 KiB limit.
+        let big = "x".repeat(1001);
+        assert_eq!(
+            handle(&s, &req("POST", "/api/state", &[OWNER], &big)).status,
+            413
+        );
+        let key = s.hub.page_key().to_string();
+        let event = |ctype: &str, key: &str| {
+            handle(
+                &s,
+                &req(
+                    "POST",
+                    "/api/event",
+                    &[("Content-Type", ctype), ("X-Workbench-Key", key)],
+                    r#"{"name":"reading","data":1}"#,
+                ),
+            )
+            .status
+        };
+        assert_eq!(event("text/plain", &key), 415);
+        assert_eq!(event("application/json", "wrong"), 403);
+        assert_eq!(event("application/json", ""), 403);
+        assert_eq!(event("application/json", &key), 200);
+        assert_eq!(s.events.last_seq(), 1);
+        let ws = req(
+            "GET",
+            "/ws",
+            &[
+                ("Origin", "http://localhost:9999"),
+                ("Upgrade", "websocket"),
+            ],
+            "",
+        );
+        assert_eq!(handle(&s, &ws).status, 403);
+    }
+
+    #[test]
+    fn snapshot_answers_need_the_asked_viewers_key_and_json() {
+        let (s, _d) = shared("snap");
+        let s = std::sync::Arc::new(s);
+        let viewer = s.hub.attach(None).unwrap();
+        let hello: Value = serde_json::from_str(viewer.rx.recv().unwrap().as_str()).unwrap();
+        let asker = {
+            let s = s.clone();
+            std::thread::spawn(move || handle(&s, &req("GET", "/api/snapshot", &[OWNER], "")))
+        };
+        let id = loop {
+            let m: Value = serde_json::from_str(viewer.rx.recv().unwrap().as_str()).unwrap();
+            if m["type"] == "SNAPSHOT" {
+                break m["id"].as_str().unwrap().to_string();
+            }
+        };
+        let path = format!("/api/snapshot/{id}");
+        let v = hello["viewer"].as_str().unwrap();
+        let k = hello["key"].as_str().unwrap();
+        let answer = |headers: &[(&str, &str)]| {
+            handle(&s, &req("POST", &path, headers, r#"{"text":"shown"}"#)).status
+        };
+        assert_eq!(answer(&[JSON]), 403);
+        assert_eq!(
+            answer(&[JSON, ("X-Workbench-Viewer", v), ("X-Workbench-Key", "bad")]),
+            403
+        );
+        assert_eq!(
+            answer(&[
+                ("Content-Type", "text/plain"),
+                ("X-Workbench-Viewer", v),
+                ("X-Workbench-Key", k)
+            ]),
+            415
+        );
+        assert_eq!(
+            answer(&[JSON, ("X-Workbench-Viewer", v), ("X-Workbench-Key", k)]),
+            200
+        );
+        let r = asker.join().unwrap();
+        assert_eq!(r.status, 200);
+        let got: Value = serde_json::from_str(r.text()).unwrap();
+        assert_eq!(got["snapshot"]["text"], "shown");
+    }
+}
