@@ -6,15 +6,15 @@
 //! acknowledged. Abusers speak from 127.0.0.2, 127.0.0.3, … (all loopback
 //! on Linux), the "real" client from 127.0.0.1.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use support::*;
 
 /// RSS bound after any of these tests (debug build; an idle server is ~10 MiB).
 const RSS_BOUND_KIB: u64 = 150 << 10;
@@ -195,7 +195,7 @@ fn assert_healthy(srv: &Server, tag: &str, acked_events: &[u64]) {
 
 #[test]
 fn an_idle_connection_flood_is_refused_at_the_door_and_the_server_lives() {
-    watchdog(Duration::from_secs(90));
+    let _watchdog = watchdog(Duration::from_secs(90));
     let home = TempHome::new("lim-fd");
     // 256 descriptors: the connection cap is lowered to fit under it.
     let srv = start_with_nofile(&home, "fd", 256, &["--max-connections-per-client", "64"]);
@@ -239,7 +239,7 @@ fn an_idle_connection_flood_is_refused_at_the_door_and_the_server_lives() {
 
 #[test]
 fn running_out_of_descriptors_drops_connections_never_the_process() {
-    watchdog(Duration::from_secs(90));
+    let _watchdog = watchdog(Duration::from_secs(90));
     let home = TempHome::new("lim-emfile");
     let srv = Server::start(
         &home,
@@ -290,7 +290,7 @@ fn running_out_of_descriptors_drops_connections_never_the_process() {
 
 #[test]
 fn a_dripped_header_block_times_out_with_408() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-drip");
     let srv = Server::start(&home, "drip", &["--header-timeout", "2"]);
     let mut s = from(2, srv.port);
@@ -328,7 +328,7 @@ fn a_dripped_header_block_times_out_with_408() {
 
 #[test]
 fn oversized_request_lines_header_blocks_and_header_counts_get_431() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-431");
     let srv = Server::start(&home, "big", &[]);
     let long_line = format!(
@@ -375,7 +375,7 @@ fn oversized_request_lines_header_blocks_and_header_counts_get_431() {
 
 #[test]
 fn a_stalled_body_times_out_and_holds_nothing() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-stall");
     let srv = Server::start(&home, "stall", &["--body-timeout", "2"]);
     let key = event_key(&srv);
@@ -406,7 +406,7 @@ fn a_stalled_body_times_out_and_holds_nothing() {
 
 #[test]
 fn auth_and_size_are_answered_before_the_body_is_sent() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-early");
     let srv = Server::start(&home, "early", &["--max-body", "100000"]);
     let key = event_key(&srv);
@@ -452,7 +452,7 @@ fn auth_and_size_are_answered_before_the_body_is_sent() {
 
 #[test]
 fn duplicate_or_conflicting_content_length_gets_400() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-cl");
     let srv = Server::start(&home, "cl", &[]);
     let key = event_key(&srv);
@@ -477,7 +477,7 @@ fn duplicate_or_conflicting_content_length_gets_400() {
 
 #[test]
 fn a_foreign_host_is_refused_on_every_route() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-host");
     let srv = Server::start(&home, "host", &["--allow-origin", "bench.example"]);
     for path in ["/", "/health", "/ws", "/files/x"] {
@@ -499,7 +499,7 @@ fn a_foreign_host_is_refused_on_every_route() {
 
 #[test]
 fn a_foreign_origin_can_neither_post_nor_open_the_websocket() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-origin");
     let srv = Server::start(&home, "origin", &[]);
     let key = event_key(&srv);
@@ -542,7 +542,7 @@ fn a_foreign_origin_can_neither_post_nor_open_the_websocket() {
 
 #[test]
 fn events_without_the_page_key_change_nothing() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-key");
     let srv = Server::start(&home, "key", &[]);
     let key = event_key(&srv);
@@ -567,7 +567,7 @@ fn events_without_the_page_key_change_nothing() {
 
 #[test]
 fn forged_snapshot_answers_change_nothing() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-snap");
     let srv = Server::start(&home, "snap", &[]);
     let port = srv.port;
@@ -620,7 +620,7 @@ fn forged_snapshot_answers_change_nothing() {
 
 #[test]
 fn viewers_are_capped_in_total_and_per_address() {
-    watchdog(Duration::from_secs(60));
+    let _watchdog = watchdog(Duration::from_secs(60));
     let home = TempHome::new("lim-viewers");
     let srv = Server::start(
         &home,
@@ -661,7 +661,7 @@ fn viewers_are_capped_in_total_and_per_address() {
 
 #[test]
 fn never_reading_viewers_of_a_big_state_share_one_copy() {
-    watchdog(Duration::from_secs(120));
+    let _watchdog = watchdog(Duration::from_secs(120));
     let home = TempHome::new("lim-bigstate");
     let srv = Server::start(&home, "bigstate", &["--max-viewers-per-client", "100"]);
     let port = srv.port;
