@@ -160,9 +160,12 @@ impl Origins {
                 .is_ok_and(|ip| !ip.is_unspecified() && self.is_local_ip(ip))
     }
 
-    /// `Host` (with or without port) names this server.
+    /// `Host` (with or without port) names this server. Any IP literal
+    /// passes: DNS rebinding needs a name, and a port mapping (Docker, NAT)
+    /// means the address a browser used need not be one of ours.
     pub fn host_ok(&self, host: &str) -> bool {
-        split_host_port(host).is_some_and(|(h, _)| self.name_is_ours(&h))
+        split_host_port(host)
+            .is_some_and(|(h, _)| h.parse::<IpAddr>().is_ok() || self.name_is_ours(&h))
     }
 
     /// `Origin` is this server's own (http, one of our names, our port) or
@@ -199,9 +202,11 @@ mod tests {
         ] {
             assert!(o.host_ok(ok), "{ok}");
         }
+        // Any address literal passes Host (no name to rebind); names must be ours.
+        assert!(o.host_ok("203.0.113.9:8070"));
         for bad in [
             "evil.example:8070",
-            "127.0.0.2:8070",
+            "localhost.evil.example",
             "",
             "[::1",
             "a:b:c:d:x]",
@@ -233,10 +238,12 @@ mod tests {
     #[test]
     fn wildcard_bind_accepts_any_local_address_literal() {
         let o = o("0.0.0.0", &[]);
-        assert!(o.host_ok("127.0.0.5:8070"), "all of 127/8 is local");
-        assert!(o.origin_ok("http://127.0.0.5:8070"));
+        assert!(
+            o.origin_ok("http://127.0.0.5:8070"),
+            "all of 127/8 is local"
+        );
         // TEST-NET-3 is never assigned to this machine.
-        assert!(!o.host_ok("203.0.113.9:8070"));
-        assert!(!o.host_ok("0.0.0.0:8070"));
+        assert!(!o.origin_ok("http://203.0.113.9:8070"));
+        assert!(!o.origin_ok("http://0.0.0.0:8070"));
     }
 }
