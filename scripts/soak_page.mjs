@@ -16,13 +16,108 @@ import { chromium } from "../tests/browser/node_modules/playwright-core/index.mj
 import { CHROMIUM, CHROMIUM_ARGS } from "../tests/browser/lib.mjs";
 
 const BIN = process.env.WORKBENCH_BIN;
-const ABUSE_S = Number(process.argv[2] || 180);
+const ABUSE_S = Number(process.argv[2] === "--abuse" ? process.argv[5] : process.argv[2] || 180);
 const QUIET_S = Math.max(10, Math.min(30, Math.round(ABUSE_S / 6)));
 const ATTACKERS = [2, 3, 4, 5, 6, 7, 8, 9].map((n) => `127.0.0.${n}`);
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 setTimeout(() => { console.error("soak: hard deadline exceeded"); process.exit(3); }, (QUIET_S + ABUSE_S + 120) * 1000).unref();
+
+// The owner's pushes and the real page's events go over kept-alive connections from 127.0.0.1.
+const ownerAgent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+function post(port, path, body, headers, agent = ownerAgent, localAddress = "127.0.0.1") {
+  return new Promise((res) => {
+    const data = Buffer.from(typeof body === "string" ? body : JSON.stringify(body));
+    const req = http.request({ host: "127.0.0.1", port, path, method: "POST", agent, localAddress,
+      headers: { "Content-Type": "application/json", "Content-Length": data.length, ...headers } }, (r) => {
+      const chunks = [];
+      r.on("data", (c) => chunks.push(c));
+      r.on("end", () => res({ status: r.statusCode, body: Buffer.concat(chunks).toString() }));
+    });
+    req.setTimeout(20_000, () => req.destroy(new Error("timeout")));
+    req.on("error", (e) => res({ status: 0, body: String(e) }));
+    req.end(data);
+  });
+}
+// ---- abuse ------------------------------------------------------------
+const abuseCounts = {};
+const count = (kind, what) => { abuseCounts[kind] ??= {}; abuseCounts[kind][what] = (abuseCounts[kind][what] || 0) + 1; };
+function statusOf(buf) { const m = /^HTTP\/1\.1 (\d{3})/.exec(buf.toString("latin1")); return m ? m[1] : "closed"; }
+
+// A raw socket from `addr` that `behave`s until the deadline, then is reopened.
+function keepOpening(port, kind, addr, until, behave) {
+  return new Promise((done) => {
+    const open = () => {
+      if (now() >= until) return done();
+      const s = net.connect({ host: "127.0.0.1", port, localAddress: addr });
+      let first = Buffer.alloc(0);
+      let timer = null;
+      s.on("data", (d) => { if (first.length < 64) first = Buffer.concat([first, d]); });
+      s.on("error", () => {});
+      s.on("close", () => {
+        clearInterval(timer);
+        count(kind, statusOf(first));
+        setTimeout(open, 200);
+      });
+      s.on("connect", () => { timer = behave(s); });
+      // Everything ends at the deadline.
+      setTimeout(() => s.destroy(), Math.max(0, until - now())).unref();
+    };
+    open();
+  });
+}
+
+const idle = () => null;
+const drip = (s) => { s.write("GET / HTTP/1.1\r\n"); return setInterval(() => s.write("X-Drip: x\r\n"), 1000); };
+const stalledBody = (key) => (s) => {
+  s.write(`POST /api/event HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Workbench-Key: ${key}\r\nContent-Length: 60000\r\n\r\n{"name":"x","data":"`);
+  return null;
+};
+const neverReading = (port) => (s) => {
+  s.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  // Take the 101 and then stop reading for good.
+  setTimeout(() => s.pause(), 50);
+  return null;
+};
+
+async function eventFlood(port, key, addr, until) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
+  const filler = "f".repeat(2000);
+  while (now() < until) {
+    const r = await post(port, "/api/event", { name: "flood", data: filler }, { "X-Workbench-Key": key }, agent, addr);
+    count("event flood", String(r.status));
+    await sleep(25);
+  }
+  agent.destroy();
+}
+
+function startAbuse(port, key, until) {
+  const jobs = [];
+  for (const addr of ATTACKERS) {
+    for (let i = 0; i < 20; i++) jobs.push(keepOpening(port, "idle socket", addr, until, idle));
+    for (let i = 0; i < 4; i++) jobs.push(keepOpening(port, "header drip", addr, until, drip));
+    for (let i = 0; i < 4; i++) jobs.push(keepOpening(port, "stalled body", addr, until, stalledBody(key)));
+    for (let i = 0; i < 4; i++) jobs.push(keepOpening(port, "never-reading viewer", addr, until, neverReading(port)));
+    jobs.push(eventFlood(port, key, addr, until));
+  }
+  // One address far past its per-client share.
+  for (let i = 0; i < 160; i++) jobs.push(keepOpening(port, "over-cap socket", "127.0.0.10", until, idle));
+  return jobs;
+}
+
+async function runAbuse(port, key, until) {
+  await Promise.all(startAbuse(port, key, until));
+  process.stdout.write(JSON.stringify(abuseCounts));
+}
+
+// `soak_page.mjs --abuse PORT KEY SECONDS`: the attackers, in their own
+// process, so their event loop never delays the real client's pushes.
+if (process.argv[2] === "--abuse") {
+  const [, , , p, k, secs] = process.argv;
+  await runAbuse(Number(p), k, now() + Number(secs) * 1000);
+  process.exit(0);
+}
 
 const home = mkdtempSync(join(tmpdir(), "wb-soak-"));
 const logFd = openSync(join(home, "server.log"), "w");
@@ -43,22 +138,6 @@ function procStatus(key) {
   return Number(line.split(/\s+/)[1]); // KiB
 }
 
-// The owner's pushes and the real page's events go over kept-alive connections from 127.0.0.1.
-const ownerAgent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-function post(path, body, headers, agent = ownerAgent, localAddress = "127.0.0.1") {
-  return new Promise((res) => {
-    const data = Buffer.from(typeof body === "string" ? body : JSON.stringify(body));
-    const req = http.request({ host: "127.0.0.1", port, path, method: "POST", agent, localAddress,
-      headers: { "Content-Type": "application/json", "Content-Length": data.length, ...headers } }, (r) => {
-      const chunks = [];
-      r.on("data", (c) => chunks.push(c));
-      r.on("end", () => res({ status: r.statusCode, body: Buffer.concat(chunks).toString() }));
-    });
-    req.setTimeout(20_000, () => req.destroy(new Error("timeout")));
-    req.on("error", (e) => res({ status: 0, body: String(e) }));
-    req.end(data);
-  });
-}
 const owner = { Authorization: `Bearer ${info.token}` };
 
 // The event key, read from HELLO on a raw WebSocket (anyone on the LAN can).
@@ -87,7 +166,7 @@ const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM
 const page = await browser.newPage();
 await page.goto(url);
 await page.waitForSelector("#status.connected");
-await post("/api/state", {
+await post(port, "/api/state", {
   template: "<p>n = <b id='n'>-</b></p>",
   script: "window.__lat = window.__lat || []; workbench.on('data', d => { document.getElementById('n').textContent = String(d.n); window.__lat.push(performance.timeOrigin + performance.now() - d.t); });",
 }, owner);
@@ -100,91 +179,35 @@ async function realClient(until) {
   let nextEvent = now();
   while (now() < until) {
     const t0 = now();
-    const r = await post("/api/state", { data: { n: ++n, t: now() } }, owner);
+    const r = await post(port, "/api/state", { data: { n: ++n, t: now() } }, owner);
     if (r.status === 200) stats.pushes++; else stats.pushFailed++;
     if (now() >= nextEvent) {
       nextEvent += 1000;
-      const e = await post("/api/event", { name: "reading", data: { n } }, { "X-Workbench-Key": key });
+      const e = await post(port, "/api/event", { name: "reading", data: { n } }, { "X-Workbench-Key": key });
       if (e.status === 200) { stats.events++; acked.push(JSON.parse(e.body).seq); } else stats.eventFailed++;
     }
     await sleep(Math.max(0, 100 - (now() - t0)));
   }
 }
 
+let got = {};
+function abuseProcess(seconds) {
+  const child = spawn(process.execPath, [process.argv[1], "--abuse", String(port), key, String(seconds)], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d) => { out += d; });
+  return new Promise((res) => child.once("exit", () => { try { got = JSON.parse(out); } catch { got = { error: out }; } res(); }));
+}
+
 async function phase(seconds, withAbuse) {
   await page.evaluate(() => { window.__lat = []; });
   const until = now() + seconds * 1000;
-  const abuse = withAbuse ? startAbuse(until) : [];
-  await Promise.all([realClient(until), ...abuse]);
+  const abuse = withAbuse ? abuseProcess(seconds) : Promise.resolve();
+  await Promise.all([realClient(until), abuse]);
   const lat = (await page.evaluate(() => window.__lat)).sort((a, b) => a - b);
   const q = (p) => lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : NaN;
-  return { samples: lat.length, p50: q(0.5), p99: q(0.99), max: lat[lat.length - 1] };
-}
-
-// ---- abuse ------------------------------------------------------------
-const got = {};
-const count = (kind, what) => { got[kind] ??= {}; got[kind][what] = (got[kind][what] || 0) + 1; };
-function statusOf(buf) { const m = /^HTTP\/1\.1 (\d{3})/.exec(buf.toString("latin1")); return m ? m[1] : "closed"; }
-
-// A raw socket from `addr` that `behave`s until the deadline, then is reopened.
-function keepOpening(kind, addr, until, behave) {
-  return new Promise((done) => {
-    const open = () => {
-      if (now() >= until) return done();
-      const s = net.connect({ host: "127.0.0.1", port, localAddress: addr });
-      let first = Buffer.alloc(0);
-      let timer = null;
-      s.on("data", (d) => { if (first.length < 64) first = Buffer.concat([first, d]); });
-      s.on("error", () => {});
-      s.on("close", () => {
-        clearInterval(timer);
-        count(kind, statusOf(first));
-        setTimeout(open, 200);
-      });
-      s.on("connect", () => { timer = behave(s); });
-      // Everything ends at the deadline.
-      setTimeout(() => s.destroy(), Math.max(0, until - now())).unref();
-    };
-    open();
-  });
-}
-
-const idle = () => null;
-const drip = (s) => { s.write("GET / HTTP/1.1\r\n"); return setInterval(() => s.write("X-Drip: x\r\n"), 1000); };
-const stalledBody = (s) => {
-  s.write(`POST /api/event HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Workbench-Key: ${key}\r\nContent-Length: 60000\r\n\r\n{"name":"x","data":"`);
-  return null;
-};
-const neverReading = (s) => {
-  s.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-  // Take the 101 and then stop reading for good.
-  setTimeout(() => s.pause(), 50);
-  return null;
-};
-
-async function eventFlood(addr, until) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 2 });
-  const filler = "f".repeat(2000);
-  while (now() < until) {
-    const r = await post("/api/event", { name: "flood", data: filler }, { "X-Workbench-Key": key }, agent, addr);
-    count("event flood", String(r.status));
-    await sleep(25);
-  }
-  agent.destroy();
-}
-
-function startAbuse(until) {
-  const jobs = [];
-  for (const addr of ATTACKERS) {
-    for (let i = 0; i < 20; i++) jobs.push(keepOpening("idle socket", addr, until, idle));
-    for (let i = 0; i < 4; i++) jobs.push(keepOpening("header drip", addr, until, drip));
-    for (let i = 0; i < 4; i++) jobs.push(keepOpening("stalled body", addr, until, stalledBody));
-    for (let i = 0; i < 4; i++) jobs.push(keepOpening("never-reading viewer", addr, until, neverReading));
-    jobs.push(eventFlood(addr, until));
-  }
-  // One address far past its per-client share.
-  for (let i = 0; i < 160; i++) jobs.push(keepOpening("over-cap socket", "127.0.0.10", until, idle));
-  return jobs;
+  const raw = await page.evaluate(() => window.__lat);
+  const slow = raw.map((v, i) => [i, Math.round(v)]).filter(([, v]) => v > 50);
+  return { samples: lat.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat[lat.length - 1], over_50ms: slow.length, slow_at: slow.slice(0, 10) };
 }
 
 // ---- run --------------------------------------------------------------
