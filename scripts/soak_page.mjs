@@ -133,6 +133,13 @@ const port = Number(new URL(url).port);
 const info = JSON.parse(readFileSync(join(home, "soak", ".server.json"), "utf8"));
 const pid = info.pid;
 
+// CPU seconds (user + system) a process has used so far.
+function cpuSeconds(p) {
+  const f = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+const loadavg = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
+
 function procStatus(key) {
   const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith(key + ":"));
   return Number(line.split(/\s+/)[1]); // KiB
@@ -200,6 +207,8 @@ function abuseProcess(seconds) {
 
 async function phase(seconds, withAbuse) {
   await page.evaluate(() => { window.__lat = []; });
+  const cpu0 = cpuSeconds(pid);
+  const load0 = loadavg();
   const until = now() + seconds * 1000;
   const abuse = withAbuse ? abuseProcess(seconds) : Promise.resolve();
   await Promise.all([realClient(until), abuse]);
@@ -207,7 +216,8 @@ async function phase(seconds, withAbuse) {
   const q = (p) => lat.length ? lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] : NaN;
   const raw = await page.evaluate(() => window.__lat);
   const slow = raw.map((v, i) => [i, Math.round(v)]).filter(([, v]) => v > 50);
-  return { samples: lat.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat[lat.length - 1], over_50ms: slow.length, slow_at: slow.slice(0, 10) };
+  const server_cpu_s = +(cpuSeconds(pid) - cpu0).toFixed(1);
+  return { load_before: load0, load_after: loadavg(), server_cpu_s, samples: lat.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: lat[lat.length - 1], over_50ms: slow.length, slow_at: slow.slice(0, 10) };
 }
 
 // ---- run --------------------------------------------------------------

@@ -695,3 +695,38 @@ fn never_reading_viewers_of_a_big_state_share_one_copy() {
     drop(idle);
     assert_healthy(&srv, "big state", &[]);
 }
+
+#[test]
+fn upgraded_websockets_count_against_the_connection_caps() {
+    let _watchdog = watchdog(Duration::from_secs(90));
+    let home = TempHome::new("lim-wscount");
+    let srv = Server::start(&home, "wscount", &["--max-connections-per-client", "3"]);
+    let port = srv.port;
+    let upgrade = || {
+        let mut s = from(2, port);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let req = format!("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head[9..12], b"101");
+        s
+    };
+    let viewers: Vec<TcpStream> = (0..3).map(|_| upgrade()).collect();
+    // The three open WebSockets fill this address's share: plain HTTP from it is refused.
+    let get = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(exchange_from(2, port, get, Duration::from_secs(5)).0, 503);
+    assert_eq!(exchange_from(3, port, get, Duration::from_secs(5)).0, 200);
+    drop(viewers);
+    // A push-only socket is noticed closed at its next write: the second
+    // ping after the close (pings every 10 s) fails and frees the slot.
+    assert!(eventually(Duration::from_secs(40), || exchange_from(
+        2,
+        port,
+        get,
+        Duration::from_secs(5)
+    )
+    .0
+        == 200));
+    assert_healthy(&srv, "websocket counts", &[]);
+}
