@@ -726,7 +726,6 @@ fn upgraded_websockets_count_against_the_connection_caps() {
         get,
         Duration::from_secs(5)
     )
-    .0
-        == 200));
+    .0 == 200));
     assert_healthy(&srv, "websocket counts", &[]);
 }
