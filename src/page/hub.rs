@@ -549,12 +549,11 @@ mod tests {
     use super::*;
 
     fn hub(max_total: usize, max_per_client: usize) -> Hub {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::mem::forget(rx); // disk ops are kept, never written
+        let (_, _, disk) = crate::page::test_parts("hub");
         Hub::new(
             Map::new(),
             vec![],
-            DiskSender::for_tests(tx),
+            disk,
             ViewerLimits {
                 max_total,
                 max_per_client,

@@ -425,3 +425,29 @@ fn accept_loop(server: &tiny_http::Server, shared: Arc<Shared>) {
         }
     }
 }
+
+/// For unit tests: a project in a fresh temp folder with its real events
+/// log and disk writer.
+#[cfg(test)]
+pub(crate) fn test_parts(tag: &str) -> (Project, Arc<events::Events>, disk::DiskSender) {
+    let dir = std::env::temp_dir().join(format!(
+        "wb-page-{tag}-{}-{}",
+        std::process::id(),
+        util::now_ms()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp project folder");
+    let project = Project {
+        name: crate::project::ProjectName::parse("unit").expect("valid name"),
+        dir,
+    };
+    let opened =
+        eventlog::EventLog::open(&project.dir, eventlog::Quota::default()).expect("events log");
+    let events = Arc::new(events::Events::new(
+        opened.log.clone(),
+        opened.tail,
+        opened.last_seq,
+        events::Limits::default(),
+    ));
+    let disk = disk::start(&project, events.clone(), eventlog::Writer::new(opened.log));
+    (project, events, disk)
+}

@@ -683,31 +683,14 @@ fn post_snapshot(shared: &Shared, inc: &Incoming, token: &str) -> Reply {
 mod tests {
     //! The route table in process: a request in, a reply out, no socket.
     use super::*;
-    use crate::page::disk::DiskSender;
-    use crate::page::{events::Events, hub::Hub, origin::Origins, Limits, LogBudget};
-    use crate::project::{Project, ProjectName};
+    use crate::page::{hub::Hub, origin::Origins, Limits, LogBudget};
 
-    fn shared(tag: &str) -> (Shared, std::thread::JoinHandle<()>) {
-        let dir = std::env::temp_dir().join(format!("wb-routes-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("index.html"), "<!doctype html><p>page</p>").unwrap();
-        let (disk_tx, disk_rx) = std::sync::mpsc::channel();
-        let disk = DiskSender::for_tests(disk_tx);
-        // Nothing is written; `sync` is answered so acknowledgements return.
-        let disk_thread = std::thread::spawn(move || {
-            for op in disk_rx {
-                if let crate::page::disk::DiskOp::Sync(done) = op {
-                    let _ = done.send(());
-                }
-            }
-        });
+    fn shared(tag: &str) -> Shared {
+        let (project, events, disk) = crate::page::test_parts(tag);
+        std::fs::write(project.path("index.html"), "<!doctype html><p>page</p>").unwrap();
         let (stop, _) = std::sync::mpsc::channel();
-        let limits = Limits::default();
         let s = Shared {
-            project: Project {
-                name: ProjectName::parse("routes").unwrap(),
-                dir,
-            },
+            project,
             token: "owner-token".into(),
             hub: Hub::new(
                 Map::new(),
@@ -718,15 +701,15 @@ mod tests {
                     max_per_client: 4,
                 },
             ),
-            events: Events::new(vec![], disk.clone()),
+            events,
             disk,
             stop,
             max_body: 1000,
             origins: Origins::new("127.0.0.1", 8070, None, &[]),
-            limits,
+            limits: Limits::default(),
             error_log: LogBudget::new(),
         };
-        (s, disk_thread)
+        s
     }
 
     fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Incoming {
@@ -755,7 +738,7 @@ mod tests {
 
     #[test]
     fn not_found_method_not_allowed_and_the_page() {
-        let (s, _d) = shared("basic");
+        let s = shared("basic");
         assert_eq!(handle(&s, &req("GET", "/nope", &[], "")).status, 404);
         assert_eq!(handle(&s, &req("DELETE", "/", &[], "")).status, 405);
         assert_eq!(
@@ -769,12 +752,12 @@ mod tests {
             (200, "<!doctype html><p>page</p>")
         );
         let health = handle(&s, &req("GET", "/health", &[], ""));
-        assert!(health.text().contains(r#""project":"routes""#));
+        assert!(health.text().contains(r#""project":"unit""#));
     }
 
     #[test]
     fn every_owner_route_wants_the_token_and_the_check_comes_first() {
-        let (s, _d) = shared("owner");
+        let s = shared("owner");
         for (m, p) in [
             ("POST", "/api/state"),
             ("POST", "/api/log"),
@@ -802,7 +785,7 @@ mod tests {
 
     #[test]
     fn host_origin_size_and_type_are_decided_from_the_headers() {
-        let (s, _d) = shared("headers");
+        let s = shared("headers");
         let evil_host = req("GET", "/", &[("Host", "evil.example")], "");
         assert_eq!(handle(&s, &evil_host).status, 403);
         let evil_origin = req(
@@ -857,7 +840,7 @@ mod tests {
 
     #[test]
     fn snapshot_answers_need_the_asked_viewers_key_and_json() {
-        let (s, _d) = shared("snap");
+        let s = shared("snap");
         let s = std::sync::Arc::new(s);
         let viewer = s.hub.attach(None).unwrap();
         let hello: Value = serde_json::from_str(viewer.rx.recv().unwrap().as_str()).unwrap();
