@@ -689,7 +689,7 @@ mod tests {
         let (project, events, disk) = crate::page::test_parts(tag);
         std::fs::write(project.path("index.html"), "<!doctype html><p>page</p>").unwrap();
         let (stop, _) = std::sync::mpsc::channel();
-        let s = Shared {
+        Shared {
             project,
             token: "owner-token".into(),
             hub: Hub::new(
@@ -708,8 +708,7 @@ mod tests {
             origins: Origins::new("127.0.0.1", 8070, None, &[]),
             limits: Limits::default(),
             error_log: LogBudget::new(),
-        };
-        s
+        }
     }
 
     fn req(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Incoming {
