@@ -522,6 +522,23 @@ fn a_foreign_origin_can_neither_post_nor_open_the_websocket() {
         read_jsonl(&srv.dir.join("events.jsonl")).is_empty(),
         "a forged event was stored"
     );
+    // An MCP Apps frame (Origin: null) opens its viewer socket with the key
+    // only the owner's MCP process can derive; a wrong key gets nothing.
+    let app = |key: &str| {
+        let req = format!("GET /app/{key}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: null\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        let mut s = from(2, port);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        let _ = s.read_exact(&mut head);
+        String::from_utf8_lossy(&head[9..12]).to_string()
+    };
+    assert_eq!(app(&workbench::page::origin::app_key(&srv.token)), "101");
+    assert_eq!(app("0123456789abcdef0123456789abcdef"), "404");
+    assert_eq!(
+        app(&workbench::page::origin::app_key("another token")),
+        "404"
+    );
     // The page's own origin works, as does a client that sends none.
     let (s, r) = post_event_raw(
         port,

@@ -82,6 +82,21 @@ fn canonical_origin(o: &str) -> Option<String> {
     Some(format!("{scheme}://{host}:{port}"))
 }
 
+/// The key that lets an MCP Apps frame open `/app/<key>/ws` from any origin
+/// (a sandboxed frame sends `Origin: null`). Derived from the owner token,
+/// so the MCP process that relays the frame can compute it and nobody
+/// without the token can; it only opens the push-only viewer socket.
+pub fn app_key(token: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(b"workbench-app-viewer\0");
+    h.update(token.as_bytes());
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// This machine's host name, without a libc call.
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -25,8 +25,12 @@ pub enum Auth {
     /// The page: `X-Workbench-Key: <event_key from HELLO>` (or the owner).
     PageKey,
     /// The viewer a snapshot was asked of: `X-Workbench-Viewer` and
-    /// `X-Workbench-Key` from its HELLO.
+    /// `X-Workbench-Key` from its HELLO (or the owner, who relays the
+    /// answers of an MCP Apps frame).
     AskedViewer,
+    /// `/app/<origin::app_key>/ws`: an MCP Apps frame's viewer socket, from
+    /// any origin (the key stands in for it).
+    AppKey,
 }
 
 /// The largest body a route takes.
@@ -95,7 +99,7 @@ const fn prefixed(r: Route) -> Route {
 }
 
 use Action::{Plain, Upgrade};
-use Auth::{AskedViewer, Owner, PageKey, Public};
+use Auth::{AppKey, AskedViewer, Owner, PageKey, Public};
 
 pub static ROUTES: &[Route] = &[
     route(GET, "/", Public, NO_BODY, false, Plain(page)),
@@ -103,6 +107,7 @@ pub static ROUTES: &[Route] = &[
     route(GET_ONLY, "/health", Public, NO_BODY, false, Plain(health)),
     prefixed(route(GET, "/files/", Public, NO_BODY, false, Plain(file))),
     route(GET_ONLY, "/ws", Public, NO_BODY, false, Upgrade),
+    prefixed(route(GET_ONLY, "/app/", AppKey, NO_BODY, false, Upgrade)),
     route(
         POST,
         "/api/event",
@@ -249,7 +254,8 @@ fn check(shared: &Shared, head: &Head) -> Result<Admitted, Reply> {
             reply_error(404, format!("no such route: {}", head.path))
         });
     };
-    let from_browser = head.method == "POST" || matches!(route.action, Upgrade);
+    let from_browser =
+        (head.method == "POST" || matches!(route.action, Upgrade)) && route.auth != AppKey;
     if from_browser {
         let origins = head.header_count("Origin");
         let ok = match head.header("Origin") {
@@ -299,6 +305,16 @@ fn check(shared: &Shared, head: &Head) -> Result<Admitted, Reply> {
                         ))
                     }
                 }
+            }
+        }
+        AskedViewer if owner(shared, head) => {}
+        AppKey => {
+            let want = super::origin::app_key(&shared.token);
+            let ok = rest
+                .strip_suffix("/ws")
+                .is_some_and(|k| util::constant_time_eq(k.as_bytes(), want.as_bytes()));
+            if !ok {
+                return Err(reply_error(404, format!("no such route: {}", head.path)));
             }
         }
         AskedViewer => {
