@@ -450,27 +450,6 @@ pub fn reexec_without_thread_caches() -> io::Result<()> {
     Err(err)
 }
 
-/// Raises this process's soft limit on open descriptors to its hard limit
-/// (children inherit it); returns the new soft limit.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a live rlimit the kernel fills in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: as above; only the soft limit changes, within the hard one.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(lim.rlim_cur)
-}
-
 /// Gives the calling thread's unused stack pages back to the kernel: every
 /// page below the current frame (less a margin for this call) that a deeper
 /// call touched earlier. A thread that once ran something deep (the
@@ -598,6 +577,87 @@ pub fn wait_hangup(sock: std::os::fd::RawFd, wake: std::os::fd::RawFd) -> bool {
         if fds[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
             return true;
         }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the soft limit now in force (what the page server sizes its
+/// connection cap from). The hard limit is the ceiling an administrator set
+/// (or a test, with `prlimit`); it is never exceeded.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid, writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: raised is a valid rlimit; only this process changes.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// A TCP connection to `remote` from the local address `local` (port chosen
+/// by the kernel). std cannot bind before connecting; the page server's
+/// tests and `workbench soak-client` use it to speak from 127.0.0.2,
+/// 127.0.0.3, … (all loopback on Linux), so per-address limits can be seen.
+pub fn connect_from(
+    local: std::net::Ipv4Addr,
+    remote: std::net::SocketAddrV4,
+) -> io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    fn sockaddr(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    // SAFETY: plain socket call; the descriptor is owned by the TcpStream
+    // below (or closed on every error path).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; from here on it is closed on drop.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let from = sockaddr(std::net::SocketAddrV4::new(local, 0));
+    // SAFETY: from is a valid sockaddr_in of the given length.
+    if unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let to = sockaddr(remote);
+    // SAFETY: to is a valid sockaddr_in of the given length.
+    if unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Makes glibc serve every allocation of 256 KiB or more with its own
+/// mmap and unmap it when freed. By default the threshold grows after the
+/// first big free (up to 32 MiB), after which multi-MiB push buffers are
+/// carved from per-thread heaps that are never given back: a page server
+/// that handled a few big pushes on many threads keeps their peak as RSS.
+pub fn return_big_allocations_to_the_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before threads
+    // that allocate big buffers exist, and it is thread-safe anyway.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
 }
 

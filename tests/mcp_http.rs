@@ -665,13 +665,15 @@ fn wait_streams_progress_and_a_vanished_client_leaves_nothing_running() {
     )
     .unwrap();
     let page_port = info["port"].as_u64().unwrap() as u16;
+    // Events carry the page key from HELLO, or the owner's token.
+    let page_token = info["token"].as_str().unwrap().to_string();
     let poster = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(7));
         workbench::httpc::request(
             &format!("127.0.0.1:{page_port}"),
             "POST",
             "/api/event",
-            None,
+            Some(&page_token),
             Some(br#"{"name":"clicked","data":{"b":1}}"#),
             Duration::from_secs(5),
         )

@@ -49,7 +49,7 @@ fn idle_connections_stay_within_the_rss_budget() {
     let _w = watchdog(Duration::from_secs(240));
     // Both this process and the relay (which inherits the limit) hold one
     // descriptor per connection.
-    let limit = workbench::sys::raise_fd_limit().expect("read the descriptor limit");
+    let limit = workbench::sys::raise_nofile_limit().expect("read the descriptor limit");
     let need = (HELD + WARM + 200) as u64;
     assert!(
         limit >= need,

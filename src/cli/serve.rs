@@ -8,7 +8,7 @@ use crate::project::{Project, ProjectName};
 pub const USAGE: &str = "\
 usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N | --prefer-port N] [--public-host H] [--max-body BYTES]
                        [--events-max-bytes B] [--events-segment-bytes B] [--events-memory-bytes B]
-                       [--events-rate N] [--events-client-rate N]
+                       [--events-rate N] [--events-client-rate N] [--allow-origin O]... [limits, below]
 
 Creates ~/workbench/<name>/ if missing (an existing project keeps its files)
 and serves its live page on the LAN until Ctrl-C or SIGTERM.
@@ -23,7 +23,10 @@ options:
                      prints says which)
   --public-host H    host shown in the URL (default: this machine's LAN
                      address; also WORKBENCH_HOST)
-  --max-body BYTES   largest request body accepted (default 8388608)
+  --allow-origin O   also accept this origin (http://name:port) or host name
+                     in Origin/Host checks; repeatable (also WORKBENCH_ALLOW_ORIGIN,
+                     comma-separated). The server's own names are always allowed.
+  --max-body BYTES   largest owner push / snapshot answer (default 8388608)
   --events-max-bytes B      events log quota on disk, all segments (default
                             67108864 = 64 MiB; the oldest segment goes first)
   --events-segment-bytes B  start a new events segment at this size (default 4194304)
@@ -31,7 +34,16 @@ options:
   --events-rate N           events per second from all viewers together (default 50)
   --events-client-rate N    events per second per address or IPv6 /64 (default 5)
 
-environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST; each
+limits (defaults and what happens over them: docs/page-limits.md):
+  --max-connections N            open connections in total (1024; lowered to fit the open-file limit)
+  --max-connections-per-client N per client address, IPv6 per /64 (128)
+  --max-viewers N                WebSocket viewers in total (256)
+  --max-viewers-per-client N     viewers per client address (32)
+  --header-timeout SECS          first byte to end of headers (10)
+  --body-timeout SECS            whole request body (30)
+  --idle-timeout SECS            a read that gets nothing (30)
+
+environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST, WORKBENCH_ALLOW_ORIGIN; each
 --events-* option also reads WORKBENCH_EVENTS_MAX_BYTES, _SEGMENT_BYTES,
 _MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), so servers started
 by `workbench mcp` take them from its environment.
@@ -81,6 +93,16 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         "WORKBENCH_EVENTS_CLIENT_RATE",
     )?
     .unwrap_or(5);
+    let mut allow_origins: Vec<String> = args.values_from_str("--allow-origin").map_err(&err)?;
+    if let Ok(env) = std::env::var("WORKBENCH_ALLOW_ORIGIN") {
+        allow_origins.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    }
+    let limits = limits(&mut args)?;
     let name: String = positional(&mut args, USAGE, "name")?;
     finish(args, USAGE)?;
     let name = ProjectName::parse(&name).map_err(|e| usage_error(USAGE, e))?;
@@ -121,6 +143,8 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
             memory_bytes: memory_bytes as usize,
         },
         event_limits: page::EventLimits::per_second(client_rate as f64, rate as f64),
+        allow_origins,
+        limits,
     };
     page::serve(cfg).map_err(CliError::Failed)
 }
@@ -145,4 +169,34 @@ fn events_opt(
         }
         _ => Ok(None),
     }
+}
+
+/// The connection, viewer and time limits (docs/page-limits.md); each at least 1.
+fn limits(args: &mut pico_args::Arguments) -> Result<page::Limits, CliError> {
+    let d = page::Limits::default();
+    let mut count = |flag: &'static str, default: usize| -> Result<usize, CliError> {
+        match args
+            .opt_value_from_str::<_, usize>(flag)
+            .map_err(arg_error(USAGE))?
+        {
+            Some(0) => Err(usage_error(USAGE, format!("{flag} must be at least 1"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    let secs = |d: std::time::Duration| d.as_secs() as usize;
+    let from_secs = |n: usize| std::time::Duration::from_secs(n as u64);
+    Ok(page::Limits {
+        max_connections: count("--max-connections", d.max_connections)?,
+        max_connections_per_client: count(
+            "--max-connections-per-client",
+            d.max_connections_per_client,
+        )?,
+        max_viewers: count("--max-viewers", d.max_viewers)?,
+        max_viewers_per_client: count("--max-viewers-per-client", d.max_viewers_per_client)?,
+        header_timeout: from_secs(count("--header-timeout", secs(d.header_timeout))?),
+        body_timeout: from_secs(count("--body-timeout", secs(d.body_timeout))?),
+        idle_timeout: from_secs(count("--idle-timeout", secs(d.idle_timeout))?),
+        ..d
+    })
 }

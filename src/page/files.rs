@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::routes::{reply_error, Body, Reply};
+use super::http::{percent_decode, reply_error, Body, Reply};
 use crate::project::Project;
 
 fn content_type(path: &Path) -> &'static str {
@@ -28,26 +28,9 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 pub fn serve(project: &Project, raw: &str) -> Reply {
     let not_found = || reply_error(404, "no such file under files/");
-    let Some(rel) = decode(raw) else {
+    let Some(rel) = percent_decode(raw, false) else {
         return not_found();
     };
     // Refuse anything but plain names: no `..`, no absolute parts, no NUL.
@@ -76,6 +59,7 @@ pub fn serve(project: &Project, raw: &str) -> Reply {
                 content_type: content_type(&real),
                 body: Body::File(f, len),
                 then_stop: false,
+                close: false,
             }
         }
         Err(_) => not_found(),
