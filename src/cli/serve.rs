@@ -9,6 +9,7 @@ pub const USAGE: &str = "\
 usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N | --prefer-port N] [--public-host H] [--max-body BYTES]
                        [--events-max-bytes B] [--events-segment-bytes B] [--events-memory-bytes B]
                        [--events-rate N] [--events-client-rate N] [--allow-origin O]... [limits, below]
+                       [--upload-max-bytes B] [--uploads-max-bytes B] [--uploads-max-files N] [--uploads-rate N]
 
 Creates ~/workbench/<name>/ if missing (an existing project keeps its files)
 and serves its live page on the LAN until Ctrl-C or SIGTERM.
@@ -33,6 +34,10 @@ options:
   --events-memory-bytes B   newest events kept in memory (default 8388608)
   --events-rate N           events per second from all viewers together (default 50)
   --events-client-rate N    events per second per address or IPv6 /64 (default 5)
+  --upload-max-bytes B      largest file the page may upload (default 33554432 = 32 MiB)
+  --uploads-max-bytes B     all of files/uploads/ together (default 1073741824 = 1 GiB)
+  --uploads-max-files N     files in files/uploads/ (default 2000)
+  --uploads-rate N          uploads per second per address or IPv6 /64 (default 2, bursts of 4x)
 
 limits (defaults and what happens over them: docs/page-limits.md):
   --max-connections N            open connections in total (1024; lowered to fit the open-file limit)
@@ -45,8 +50,9 @@ limits (defaults and what happens over them: docs/page-limits.md):
 
 environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST, WORKBENCH_ALLOW_ORIGIN; each
 --events-* option also reads WORKBENCH_EVENTS_MAX_BYTES, _SEGMENT_BYTES,
-_MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), so servers started
-by `workbench mcp` take them from its environment.
+_MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), and the upload options
+WORKBENCH_UPLOAD_MAX_BYTES, WORKBENCH_UPLOADS_MAX_BYTES, _MAX_FILES, _RATE,
+so servers started by `workbench mcp` take them from its environment.
 
 example:
   workbench serve bench1 --title \"PSU bring-up\"
@@ -103,6 +109,30 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         );
     }
     let limits = limits(&mut args)?;
+    let u = page::uploads::UploadLimits::default();
+    let uploads = page::uploads::UploadLimits {
+        max_file_bytes: events_opt(
+            &mut args,
+            "--upload-max-bytes",
+            "WORKBENCH_UPLOAD_MAX_BYTES",
+        )?
+        .unwrap_or(u.max_file_bytes),
+        max_total_bytes: events_opt(
+            &mut args,
+            "--uploads-max-bytes",
+            "WORKBENCH_UPLOADS_MAX_BYTES",
+        )?
+        .unwrap_or(u.max_total_bytes),
+        max_files: events_opt(
+            &mut args,
+            "--uploads-max-files",
+            "WORKBENCH_UPLOADS_MAX_FILES",
+        )?
+        .unwrap_or(u.max_files),
+        per_client_per_sec: events_opt(&mut args, "--uploads-rate", "WORKBENCH_UPLOADS_RATE")?
+            .map(|n| n as f64)
+            .unwrap_or(u.per_client_per_sec),
+    };
     let name: String = positional(&mut args, USAGE, "name")?;
     finish(args, USAGE)?;
     let name = ProjectName::parse(&name).map_err(|e| usage_error(USAGE, e))?;
@@ -145,6 +175,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         event_limits: page::EventLimits::per_second(client_rate as f64, rate as f64),
         allow_origins,
         limits,
+        uploads,
     };
     page::serve(cfg).map_err(CliError::Failed)
 }

@@ -10,6 +10,7 @@
 pub mod apps;
 mod chat_tools;
 pub mod http;
+mod file_tools;
 pub mod jsonrpc;
 mod tools;
 mod workers;

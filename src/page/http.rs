@@ -87,6 +87,8 @@ pub struct Reply {
     pub then_stop: bool,
     /// End the connection after this reply (the body was not read).
     pub close: bool,
+    /// More headers (`/files/`: nosniff, sandbox, disposition).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -101,6 +103,7 @@ impl Reply {
             body: Body::Bytes(body),
             then_stop: false,
             close: false,
+            headers: Vec::new(),
         }
     }
 
@@ -233,6 +236,10 @@ pub fn serve_request(shared: &std::sync::Arc<super::Shared>, mut req: tiny_http:
     if let super::routes::Action::Upgrade = admitted.route.action {
         return super::viewer::handle(shared.clone(), req, &head);
     }
+    if let super::routes::Action::Stream(f) = admitted.route.action {
+        let reply = f(shared, &head, &mut req);
+        return finish(shared, req, &head, reply);
+    }
     let body = match read_body(&mut req, admitted.limit, shared.limits.body_timeout) {
         Ok(b) => b,
         Err(r) => return finish(shared, req, &head, r),
@@ -271,6 +278,11 @@ pub fn respond(req: tiny_http::Request, reply: Reply) {
     ];
     if reply.close {
         headers.push(header("Connection", "close"));
+    }
+    for (k, v) in &reply.headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(*k, v.as_bytes()) {
+            headers.push(h);
+        }
     }
     let status = tiny_http::StatusCode(reply.status);
     let _ = match reply.body {

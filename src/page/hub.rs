@@ -465,7 +465,7 @@ impl Hub {
 
     /// Asks the most recently connected viewer what it shows (then older
     /// ones, up to three), and waits for the answer.
-    pub fn snapshot(&self) -> SnapshotOutcome {
+    pub fn snapshot(&self, image: bool) -> SnapshotOutcome {
         let ids: Vec<u64> = lock(&self.inner).viewers.iter().map(|s| s.id).collect();
         if ids.is_empty() {
             return SnapshotOutcome::NoViewer;
@@ -475,7 +475,9 @@ impl Hub {
                 return SnapshotOutcome::NoAnswer;
             };
             let (tx, rx) = sync_channel(1);
-            let frame = ServerFrame::text(&json!({"type": "SNAPSHOT", "id": token}).to_string());
+            let frame = ServerFrame::text(
+                &json!({"type": "SNAPSHOT", "id": token, "image": image}).to_string(),
+            );
             let sent = {
                 let mut g = lock(&self.inner);
                 let sent = g.viewers.iter().find(|s| s.id == *id).is_some_and(|s| {
@@ -491,7 +493,13 @@ impl Hub {
             if !sent {
                 continue;
             }
-            let answer = rx.recv_timeout(SNAPSHOT_WAIT);
+            // Drawing a PNG takes the page longer than reading its DOM.
+            let wait = if image {
+                SNAPSHOT_WAIT * 5
+            } else {
+                SNAPSHOT_WAIT
+            };
+            let answer = rx.recv_timeout(wait);
             lock(&self.inner).snapshots.remove(&token);
             if let Ok(snapshot) = answer {
                 return SnapshotOutcome::Answered {
@@ -620,7 +628,7 @@ mod tests {
         let hello = |o: &Outbox| text(&o.rx.recv().unwrap());
         let (ha, hb) = (hello(&a), hello(&b));
         let h2 = h.clone();
-        let asker = std::thread::spawn(move || h2.snapshot());
+        let asker = std::thread::spawn(move || h2.snapshot(false));
         // The newest viewer (b) is asked.
         let req = loop {
             let m = text(&b.rx.recv().unwrap());

@@ -6,11 +6,13 @@
 mod disk;
 mod eventlog;
 mod events;
-mod files;
+pub mod files;
 pub mod http;
 mod hub;
 pub mod origin;
 pub mod routes;
+pub mod sniff;
+pub mod uploads;
 mod viewer;
 
 use std::io::Write;
@@ -65,6 +67,8 @@ pub struct ServeConfig {
     /// (`--allow-origin`, `WORKBENCH_ALLOW_ORIGIN`).
     pub allow_origins: Vec<String>,
     pub limits: Limits,
+    /// Page uploads into files/uploads/ (docs/files.md).
+    pub uploads: uploads::UploadLimits,
 }
 
 /// What one client, and all of them, may hold (docs/page-limits.md).
@@ -160,6 +164,7 @@ pub struct Shared {
     pub origins: origin::Origins,
     pub limits: Limits,
     pub error_log: LogBudget,
+    pub uploads: uploads::Uploads,
 }
 
 fn bind(host: &str, port: &PortChoice) -> Result<TcpListener, String> {
@@ -294,6 +299,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         cfg.event_limits,
     ));
     let disk = disk::start(&project, events.clone(), eventlog::Writer::new(opened.log));
+    let uploads =
+        uploads::Uploads::open(&project.path("files"), cfg.uploads.clone()).map_err(|e| {
+            format!(
+                "cannot open files/uploads/ in {}: {e}",
+                project.dir.display()
+            )
+        })?;
     let recent =
         util::tail_jsonl(&project.path("session.jsonl"), hub::RECENT_LOGS).unwrap_or_default();
     let (stop_tx, stop_rx) = mpsc::channel();
@@ -314,6 +326,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         origins: origin::Origins::new(&cfg.host, port, Some(&host_shown), &cfg.allow_origins),
         limits: limits.clone(),
         error_log: LogBudget::new(),
+        uploads,
     });
 
     let host_url = if host_shown.contains(':') {

@@ -39,6 +39,8 @@ pub enum Limit {
     Bytes(usize),
     /// `--max-body` (owner pushes and snapshot answers).
     MaxBody,
+    /// The per-file upload limit (`--upload-max-bytes`).
+    Upload,
 }
 
 type Handler = fn(&Shared, &Incoming, &str) -> Reply;
@@ -48,7 +50,12 @@ pub enum Action {
     Plain(Handler),
     /// `/ws`: the raw request goes to `viewer::handle`.
     Upgrade,
+    /// The body is streamed by the handler itself (uploads), never
+    /// buffered whole.
+    Stream(StreamHandler),
 }
+
+type StreamHandler = fn(&Shared, &Head, &mut tiny_http::Request) -> Reply;
 
 pub struct Route {
     pub methods: &'static [&'static str],
@@ -98,7 +105,7 @@ const fn prefixed(r: Route) -> Route {
     Route { prefix: true, ..r }
 }
 
-use Action::{Plain, Upgrade};
+use Action::{Plain, Stream, Upgrade};
 use Auth::{AppKey, AskedViewer, Owner, PageKey, Public};
 
 pub static ROUTES: &[Route] = &[
@@ -108,6 +115,15 @@ pub static ROUTES: &[Route] = &[
     prefixed(route(GET, "/files/", Public, NO_BODY, false, Plain(file))),
     route(GET_ONLY, "/ws", Public, NO_BODY, false, Upgrade),
     prefixed(route(GET_ONLY, "/app/", AppKey, NO_BODY, false, Upgrade)),
+    // Attachments from the page (src/page/uploads.rs, docs/files.md).
+    route(
+        POST,
+        "/api/upload",
+        PageKey,
+        Limit::Upload,
+        false,
+        Stream(super::uploads::handle),
+    ),
     route(
         POST,
         "/api/event",
@@ -189,6 +205,7 @@ impl Route {
         match self.limit {
             Limit::Bytes(n) => n,
             Limit::MaxBody => shared.max_body,
+            Limit::Upload => shared.uploads.limits.max_file_bytes as usize,
         }
     }
 }
@@ -368,6 +385,7 @@ pub fn dispatch(shared: &Shared, admitted: &Admitted, inc: &Incoming) -> Reply {
     match admitted.route.action {
         Plain(f) => f(shared, inc, &admitted.rest),
         Upgrade => reply_error(400, "the WebSocket endpoint needs a socket"),
+        Stream(_) => reply_error(400, "this route streams its body from a socket"),
     }
 }
 
@@ -652,8 +670,13 @@ fn disk_error(e: &std::io::Error, what: &str) -> Reply {
 }
 
 /// Asks the most recently connected viewer for what it shows, and waits.
-fn get_snapshot(shared: &Shared, _: &Incoming, _: &str) -> Reply {
-    match shared.hub.snapshot() {
+fn get_snapshot(shared: &Shared, inc: &Incoming, _: &str) -> Reply {
+    let image = inc
+        .head
+        .query
+        .get("image")
+        .is_some_and(|v| v == "1" || v == "true");
+    match shared.hub.snapshot(image) {
         SnapshotOutcome::NoViewer => Reply::json(
             200,
             json!({"ok": true, "viewer": null, "message": "no browser is viewing this page right now"}),
@@ -704,6 +727,7 @@ mod tests {
     fn shared(tag: &str) -> Shared {
         let (project, events, disk) = crate::page::test_parts(tag);
         std::fs::write(project.path("index.html"), "<!doctype html><p>page</p>").unwrap();
+        let dir_files = project.path("files");
         let (stop, _) = std::sync::mpsc::channel();
         Shared {
             project,
@@ -724,6 +748,11 @@ mod tests {
             origins: Origins::new("127.0.0.1", 8070, None, &[]),
             limits: Limits::default(),
             error_log: LogBudget::new(),
+            uploads: crate::page::uploads::Uploads::open(
+                &dir_files,
+                crate::page::uploads::UploadLimits::default(),
+            )
+            .unwrap(),
         }
     }
 
