@@ -362,6 +362,12 @@ fn check(shared: &Shared, head: &Head) -> Result<Admitted, Reply> {
         ));
     }
     let length = head.content_length().unwrap_or(0);
+    if length > limit && matches!(route.limit, Limit::Upload) {
+        return Err(reply_error(
+            413,
+            format!("the file is {length} bytes; the limit is {limit} bytes per file"),
+        ));
+    }
     if length > limit {
         return Err(reply_error(
             413,
