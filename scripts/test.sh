@@ -43,7 +43,7 @@ if [[ -x "$CHROMIUM" ]] && command -v node >/dev/null; then
     (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
   fi
   echo "== browser tests (Chromium: $CHROMIUM)"
-  node --test --test-concurrency=1 tests/browser/e2e.mjs
+  node --test --test-concurrency=1 tests/browser/e2e.mjs tests/browser/uploads.mjs
 else
   if [[ "${WORKBENCH_REQUIRE_BROWSER:-0}" == 1 ]]; then
     echo "browser tests required but $CHROMIUM or node is missing" >&2
