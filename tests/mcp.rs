@@ -79,7 +79,7 @@ fn handshake_answers_every_request_and_ignores_notifications() {
     // The page tools and the relay chat tools (tests/chat_mcp.rs).
     assert_eq!(
         (tools.len(), named("workbench_"), named("chat_")),
-        (25, 9, 16)
+        (27, 11, 16)
     );
 
     // Any id comes back exactly as sent, as raw text on the wire: a 30-digit
