@@ -306,7 +306,10 @@ fn check(shared: &Shared, head: &Head) -> Result<Admitted, Reply> {
                 ));
             }
             // The rate limits, too, are decided before the body is read.
-            if let Some(ip) = head.remote {
+            // Uploads apply their own, and the events one only when they
+            // announce an event (uploads.rs).
+            let upload = matches!(route.action, Stream(_));
+            if let (Some(ip), false) = (head.remote, upload) {
                 match shared.events.admit(ip) {
                     Ok(()) => {}
                     Err(events::Limited::Client) => {

@@ -238,6 +238,20 @@ pub fn handle(shared: &Shared, head: &Head, req: &mut tiny_http::Request) -> Rep
         Some(e) if super::events::valid_name(e) => Some(e),
         Some(_) => return closing(reply_error(400, "'event' is not a valid event name")),
     };
+    if let (Some(ip), Some(_)) = (head.remote, event) {
+        let refused = match shared.events.admit(ip) {
+            Ok(()) => None,
+            Err(super::events::Limited::Client) => {
+                Some("too many events from this viewer; wait a second and attach again")
+            }
+            Err(super::events::Limited::Total) => {
+                Some("too many events from all viewers together; wait a second and attach again")
+            }
+        };
+        if let Some(msg) = refused {
+            return closing(reply_error(429, msg));
+        }
+    }
     let via = head.query.get("via").map(|v| {
         v.chars()
             .filter(char::is_ascii_alphanumeric)

@@ -176,6 +176,9 @@ test("workbench_write_file then a template shows the image", async () => {
   assert.equal(w.replaced, true);
   await call(mcp, "workbench_state", { project: "up", template: `<img id="ai" src="${w.url}">` });
   await page.waitForFunction(() => { const i = document.getElementById("ai"); return i && i.complete && i.naturalWidth === 40 && i.naturalHeight === 30; });
+  // The AI's own scripts can upload too (workbench.upload), e.g. a drawing.
+  const rec = await page.evaluate(() => workbench.upload(new Blob(["volts,amps\n5.02,0.1\n"], { type: "text/plain" }), { name: "run.csv", event: "" }));
+  assert.deepEqual([rec.name, rec.mime, rec.sha256], ["run.csv", "text/csv", sha("volts,amps\n5.02,0.1\n")]);
 });
 
 test("a snapshot image has the page's colours at known pixels, and says so when no one looks", async () => {
