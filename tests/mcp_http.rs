@@ -380,8 +380,8 @@ fn answers_like_stdio_with_sessions_and_keep_alive() {
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
     );
     let ui_tools = ui_tools["result"]["tools"].as_array().unwrap();
-    // 9 page tools, the app tool, 16 chat tools (tests/chat_mcp.rs).
-    assert_eq!(ui_tools.len(), 10 + 16);
+    // 11 page tools, the app tool, 16 chat tools (tests/chat_mcp.rs).
+    assert_eq!(ui_tools.len(), 12 + 16);
     let state_tool = ui_tools
         .iter()
         .find(|t| t["name"] == "workbench_state")
@@ -809,8 +809,8 @@ fn a_hundred_concurrent_sessions_and_idle_expiry() {
                     json!({"jsonrpc": "2.0", "id": i, "method": "tools/list"}),
                 );
                 assert_eq!(r["id"], i);
-                // 9 page tools and 16 chat tools.
-                assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9 + 16);
+                // 11 page tools and 16 chat tools.
+                assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 11 + 16);
                 let l = call(&mut c, &s, &sid, "workbench_list", json!({}));
                 assert!(l["projects"].is_array());
                 sid
@@ -1159,7 +1159,7 @@ fn stdio_offers_mcp_apps_to_a_client_that_declares_them() {
     );
     let tools = m.request("tools/list", json!({}));
     let tools = tools["result"]["tools"].as_array().unwrap().clone();
-    assert_eq!(tools.len(), 10 + 16, "page tools, the app tool, chat tools");
+    assert_eq!(tools.len(), 12 + 16, "page tools, the app tool, chat tools");
     assert!(tools.iter().any(|t| t["name"] == "workbench_app_post"));
     m.ok("workbench_scaffold", json!({"name": "s1"}));
     let res = m.request("resources/list", json!({}));

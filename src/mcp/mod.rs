@@ -9,8 +9,8 @@
 
 pub mod apps;
 mod chat_tools;
-pub mod http;
 mod file_tools;
+pub mod http;
 pub mod jsonrpc;
 mod tools;
 mod workers;
