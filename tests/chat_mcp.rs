@@ -41,22 +41,7 @@ impl Home {
 
     /// A new identity file (mode 0600) and the agent id it gives.
     fn identity(&self, name: &str) -> (PathBuf, String) {
-        let file = self.0.path.join(format!("{name}.json"));
-        let out = self
-            .0
-            .cmd()
-            .args(["identity", "--generate", "--name", name, "--file"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let id = workbench::relay::identity::agent_id(v["pubkey"].as_str().unwrap());
-        (file, format!("@{id}"))
+        self.0.identity(name)
     }
 
     fn mcp(&self) -> Mcp {

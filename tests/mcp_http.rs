@@ -967,11 +967,15 @@ fn python_sdk_calls_every_tool() {
     }
     let home = TempHome::new("mcphttp-sdk");
     let s = HttpServer::start(&home, &[]);
+    let relay = support::Relay::start(&[]);
+    let (id_a, _) = home.identity("sdk-a");
+    let (id_b, _) = home.identity("sdk-b");
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http/sdk_client.py");
     let o = std::process::Command::new(py)
         .arg(script)
-        .args([s.url(), s.token.clone(), "sdk".into()])
+        .args([s.url(), s.token.clone(), "sdk".into(), relay.url()])
+        .args([&id_a, &id_b])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);

@@ -63,6 +63,30 @@ pub struct TempHome {
 }
 
 impl TempHome {
+    /// A new identity file (mode 0600) made by `workbench identity
+    /// --generate`, and the agent id (`@…`) it gives on a relay.
+    pub fn identity(&self, name: &str) -> (PathBuf, String) {
+        let file = self.path.join(format!("{name}.json"));
+        let out = self
+            .cmd()
+            .args(["identity", "--generate", "--name", name, "--file"])
+            .arg(&file)
+            .output()
+            .expect("run workbench identity");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&file).expect("read the identity file");
+        let v: Value = serde_json::from_str(&text).expect("identity JSON");
+        let pubkey = v["pubkey"].as_str().expect("pubkey");
+        (
+            file,
+            format!("@{}", workbench::relay::identity::agent_id(pubkey)),
+        )
+    }
+
     pub fn new(tag: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
