@@ -51,12 +51,12 @@ def rss_kb(pid):
     return 0
 
 
-def flood(port, n, conns):
+def flood(port, n, conns, token):
     def worker(count, out):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         for i in range(count):
             c.request("POST", "/api/event", body=json.dumps({"name": "tick", "data": i}),
-                      headers={"Content-Type": "application/json"})
+                      headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
             r = c.getresponse()
             r.read()
             assert r.status == 200, r.status
@@ -96,12 +96,12 @@ def main():
     home = tempfile.mkdtemp(prefix="wb-bench-events-", dir=base)
     try:
         p, port, token, _ = start(bin_, home, "b")
-        sent1, t1 = flood(port, n // 2, 8)
+        sent1, t1 = flood(port, n // 2, 8, token)
         c = http.client.HTTPConnection("127.0.0.1", port)
         c.request("POST", "/api/event", body='{"name":"reading","data":{"v":5.02}}',
-                  headers={"Content-Type": "application/json"})
+                  headers={"Content-Type": "application/json", "Authorization": "Bearer " + token})
         reading_seq = json.loads(c.getresponse().read())["seq"]
-        sent2, t2 = flood(port, n // 2, 8)
+        sent2, t2 = flood(port, n // 2, 8, token)
         rate = (sent1 + sent2) / (t1 + t2)
         rss = rss_kb(p.pid)
         disk = sum(os.path.getsize(os.path.join(home, "b", f))

@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 cargo build --locked
 # The Compose and Akash schemas tests/deploy.rs validates against (npm pack).
 if command -v npm >/dev/null; then ./scripts/deploy_schemas.sh; fi
+# tests/chat_mcp.rs runs a 0.3.0-style Node peer with tests/compat's `ws`.
+if command -v npm >/dev/null && [[ ! -d tests/compat/node_modules/ws ]]; then
+  (cd tests/compat && npm ci --no-audit --no-fund)
+fi
 cargo test --locked --no-fail-fast -- --test-threads="${WORKBENCH_TEST_THREADS:-4}"
 
 # An independent Node client of the AgentChat 0.3.0 wire protocol (signing
@@ -42,7 +46,7 @@ if [[ -x "$CHROMIUM" ]] && command -v node >/dev/null; then
     (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
   fi
   echo "== browser tests (Chromium: $CHROMIUM)"
-  node --test --test-concurrency=1 tests/browser/e2e.mjs
+  node --test --test-concurrency=1 tests/browser/e2e.mjs tests/browser/uploads.mjs
   echo "== browser tests over HTTPS"
   node --test --test-concurrency=1 tests/browser/tls.mjs
 else

@@ -231,12 +231,6 @@ fn spawn_server(
 ) -> Result<ServerInfo, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the workbench binary: {e}"))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(project.path("server.log"))
-        .map_err(|e| format!("cannot open server.log: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve").arg(project.name.as_str());
     // The previous port when it is free, so open pages reconnect; else any.
@@ -249,49 +243,23 @@ fn spawn_server(
     };
     let host = launch.host.clone().unwrap_or_else(|| "0.0.0.0".into());
     cmd.args(["--host", &host]);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-    sys::detach(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the project server: {e}"))?;
-    // The server prints one line once it listens and .server.json is written;
-    // EOF means it exited (its reason is in server.log).
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("serve-ready".into())
-        .spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        })
-        .expect("spawn ready reader");
-    let line = rx.recv_timeout(START_TIMEOUT);
-    let line = match line {
-        Ok(l) if l.contains("serving") => l,
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let tail = std::fs::read_to_string(project.path("server.log")).unwrap_or_default();
-            let last = tail
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
-            let what = match other {
-                Ok(_) => "exited at start".to_string(),
-                Err(_) => format!("did not start within {} s", START_TIMEOUT.as_secs()),
-            };
-            return Err(format!("the project server {what} (server.log: {last})"));
-        }
-    };
-    drop(line);
-    let pid = child.id();
-    // Reap the server when it ends, so no zombie outlives it while we run.
-    let _ = std::thread::Builder::new()
-        .name(format!("reaper-{}", project.name))
-        .spawn(move || child.wait());
+    // The server prints one line once it listens and .server.json is written.
+    let pid = spawn_detached(
+        &mut cmd,
+        &project.path("server.log"),
+        START_TIMEOUT,
+        "serving",
+    )
+    .map_err(|f| {
+        let what = match f.timed_out {
+            false => "exited at start".to_string(),
+            true => format!("did not start within {} s", START_TIMEOUT.as_secs()),
+        };
+        format!(
+            "the project server {what} (server.log: {})",
+            f.last_log_line
+        )
+    })?;
     // The record it wrote has the port it really got.
     match find_record(project) {
         Ok(Some(info)) if info.pid == pid => Ok(info),
@@ -302,6 +270,79 @@ fn spawn_server(
         Ok(None) => Err("the project server started but wrote no .server.json".into()),
         Err(e) => Err(e),
     }
+}
+
+/// Why a detached process did not come up.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// True when it was still silent at the deadline (it was killed);
+    /// false when it exited first.
+    pub timed_out: bool,
+    /// The last non-empty line of its log: usually its own reason.
+    pub last_log_line: String,
+}
+
+/// Starts `cmd` detached (own session, stdin from /dev/null, stderr appended
+/// to `log`, mode 0600) and waits up to `timeout` for its first stdout line,
+/// which must contain `ready`: our servers print it once they listen and
+/// their record is written. EOF means it exited (its reason is the last line
+/// of `log`). A started process is reaped by a thread, so no zombie outlives
+/// it while we run. Shared by project servers and chat sessions; returns the
+/// pid.
+pub fn spawn_detached(
+    cmd: &mut Command,
+    log: &std::path::Path,
+    timeout: Duration,
+    ready: &str,
+) -> Result<u32, StartFailure> {
+    let fail = |timed_out: bool, why: String| StartFailure {
+        timed_out,
+        last_log_line: why,
+    };
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(log)
+        .map_err(|e| fail(false, format!("cannot open {}: {e}", log.display())))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file);
+    sys::detach(cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(false, format!("cannot start {:?}: {e}", cmd.get_program())))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("spawn-ready".into())
+        .spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        })
+        .expect("spawn ready reader");
+    let (line, timed_out) = match rx.recv_timeout(timeout) {
+        Ok(l) => (l, false),
+        Err(_) => (String::new(), true),
+    };
+    if !line.contains(ready) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let tail = std::fs::read_to_string(log).unwrap_or_default();
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        return Err(fail(timed_out, last));
+    }
+    let pid = child.id();
+    let _ = std::thread::Builder::new()
+        .name(format!("reaper-{pid}"))
+        .spawn(move || child.wait());
+    Ok(pid)
 }
 
 /// Why an API call failed, for the caller to choose what to tell the AI.

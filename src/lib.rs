@@ -8,6 +8,7 @@
 //! The library exists so integration tests and benchmarks can reuse the
 //! small clients (`httpc`); the binary in `main.rs` only dispatches.
 
+pub mod chat;
 pub mod cli;
 /// This build's version, as `/health`, `.server.json`, MCP's `serverInfo`
 /// and `workbench --version` report it.

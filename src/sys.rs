@@ -1,9 +1,11 @@
 //! Thin, safe wrappers over the few POSIX calls std has no API for: signal
 //! waiting, detaching a child into its own session, probing pids, LAN address
-//! discovery without sending packets, and socket liveness options.
+//! discovery without sending packets, socket liveness options, and the
+//! relay writer's epoll set, eventfd and non-blocking vectored send.
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::mpsc;
@@ -194,6 +196,166 @@ pub fn tune_listener(fd: std::os::fd::RawFd, user_timeout_ms: u32, send_timeout_
     set(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, tv);
 }
 
+/// A counter the kernel can wait on (eventfd(2)): one thread `notify`s,
+/// another sleeps in an [`Epoll`] set until it is readable, then `reset`s
+/// it. Non-blocking, so `reset` on an unsignalled counter just returns.
+pub struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: no memory arguments; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Makes the counter readable (wakes a waiter).
+    pub fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. It can only fail if the
+        // counter is about to overflow, which leaves it readable anyway.
+        unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                &one as *const u64 as *const libc::c_void,
+                8,
+            )
+        };
+    }
+
+    /// Resets the counter to zero (not readable).
+    pub fn reset(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN (already zero) is fine.
+        unsafe {
+            libc::read(
+                self.0.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// What an [`Epoll`] set waits for on one descriptor (level-triggered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Readable,
+    Writable,
+}
+
+/// An epoll(7) set: descriptors registered under a caller's `u64` token;
+/// `wait` blocks until some are ready and yields their tokens. The caller
+/// keeps each registered descriptor open until it is deleted (a closed
+/// descriptor leaves the set by itself).
+pub struct Epoll(OwnedFd);
+
+/// Room for the events one [`Epoll::wait`] returns.
+pub struct EpollEvents(Vec<libc::epoll_event>);
+
+impl EpollEvents {
+    pub fn with_capacity(n: usize) -> EpollEvents {
+        EpollEvents(vec![libc::epoll_event { events: 0, u64: 0 }; n.max(1)])
+    }
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no memory arguments; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn add(&self, fd: BorrowedFd<'_>, interest: Interest, token: u64) -> io::Result<()> {
+        let events = match interest {
+            Interest::Readable => libc::EPOLLIN,
+            Interest::Writable => libc::EPOLLOUT,
+        } as u32;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    fn ctl(&self, op: i32, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` lives for the call and the kernel copies it; both
+        // descriptors are open (borrowed or owned).
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until at least one registered descriptor is ready or
+    /// `timeout` passes (`None`: no limit), retrying on EINTR; returns the
+    /// ready tokens (empty on timeout).
+    pub fn wait<'e>(
+        &self,
+        events: &'e mut EpollEvents,
+        timeout: Option<std::time::Duration>,
+    ) -> io::Result<impl Iterator<Item = u64> + 'e> {
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        let cap = events.0.len().min(i32::MAX as usize) as i32;
+        let n = loop {
+            // SAFETY: the buffer outlives the call and holds `cap` events.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.0.as_mut_ptr(), cap, ms) };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        // Copy the token out by value: the struct is packed on x86_64.
+        Ok(events.0[..n].iter().map(|ev| ev.u64))
+    }
+}
+
+/// One vectored write that never blocks, on a socket that may itself be
+/// blocking (its reader blocks on it): `MSG_DONTWAIT` makes only this call
+/// non-blocking, and `MSG_NOSIGNAL` turns a reset peer into an error
+/// instead of SIGPIPE. Returns the bytes taken (possibly fewer than
+/// offered); `WouldBlock` when the kernel buffer is full.
+pub fn send_vectored_nonblocking(
+    sock: BorrowedFd<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no address, no control data). It
+    // points at `bufs`, and `IoSlice` is ABI-compatible with `iovec` on
+    // Unix (std's documented guarantee); the kernel only reads them.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
 /// An exclusive advisory lock on `path` (created if missing), held until the
 /// returned file is dropped or the process exits. Fails at once if another
 /// process holds it.
@@ -207,7 +369,6 @@ pub fn lock_file_blocking(path: &std::path::Path) -> io::Result<std::fs::File> {
 }
 
 fn lock_file(path: &std::path::Path, wait: bool) -> io::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -257,12 +418,47 @@ pub fn wait_pid_exit(pid: u32, limit: std::time::Duration) -> bool {
     r > 0 || !pid_alive(pid)
 }
 
+/// The glibc tunable `reexec_without_thread_caches` sets.
+const NO_TCACHE: &str = "glibc.malloc.tcache_count=0";
+
+/// Re-executes this program (same pid, arguments and environment) with
+/// glibc's per-thread malloc caches turned off, unless the environment
+/// already names a tcache tunable (so the second start, or an operator's
+/// own choice, runs on). Tunables are read only at exec, hence the
+/// re-exec. Why: a program with thousands of threads that each allocate
+/// a little (the relay's readers) keeps up to 7 freed chunks per size
+/// class in every thread's cache, ~2.7 KiB per idle relay connection
+/// (BENCHMARKS.md). Returns only if it did not re-exec; an exec failure is
+/// logged by the caller and harmless.
+pub fn reexec_without_thread_caches() -> io::Result<()> {
+    let current = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+    if current.to_string_lossy().contains("glibc.malloc.tcache") {
+        return Ok(());
+    }
+    let mut tunables = current;
+    if !tunables.is_empty() {
+        tunables.push(":");
+    }
+    tunables.push(NO_TCACHE);
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    let err = Command::new(std::env::current_exe()?)
+        .arg0(arg0)
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .exec();
+    Err(err)
+}
+
 /// Gives the calling thread's unused stack pages back to the kernel: every
 /// page below the current frame (less a margin for this call) that a deeper
 /// call touched earlier. A thread that once ran something deep (the
 /// WebSocket handshake) and then blocks shallow for hours would otherwise
 /// keep those pages resident for its whole life. Nothing below the current
 /// frame is live, so dropping (zero-filling on next touch) is safe.
+/// It frees only what lies below the caller's frame: the caller must keep
+/// its deep work in never-inlined callees (the relay's rule, written down
+/// at `relay::conn::serve` and guarded by tests/relay_idle_rss.rs).
 #[inline(never)]
 pub fn trim_stack() {
     // Room for this frame and the madvise call below it (a few hundred
@@ -381,5 +577,158 @@ pub fn wait_hangup(sock: std::os::fd::RawFd, wake: std::os::fd::RawFd) -> bool {
         if fds[0].revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
             return true;
         }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the soft limit now in force (what the page server sizes its
+/// connection cap from). The hard limit is the ceiling an administrator set
+/// (or a test, with `prlimit`); it is never exceeded.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid, writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: raised is a valid rlimit; only this process changes.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+/// A TCP connection to `remote` from the local address `local` (port chosen
+/// by the kernel). std cannot bind before connecting; the page server's
+/// tests and `workbench soak-client` use it to speak from 127.0.0.2,
+/// 127.0.0.3, … (all loopback on Linux), so per-address limits can be seen.
+pub fn connect_from(
+    local: std::net::Ipv4Addr,
+    remote: std::net::SocketAddrV4,
+) -> io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    fn sockaddr(a: std::net::SocketAddrV4) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: a.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    // SAFETY: plain socket call; the descriptor is owned by the TcpStream
+    // below (or closed on every error path).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket we own; from here on it is closed on drop.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let from = sockaddr(std::net::SocketAddrV4::new(local, 0));
+    // SAFETY: from is a valid sockaddr_in of the given length.
+    if unsafe { libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let to = sockaddr(remote);
+    // SAFETY: to is a valid sockaddr_in of the given length.
+    if unsafe { libc::connect(fd, &to as *const _ as *const libc::sockaddr, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Makes glibc serve every allocation of 256 KiB or more with its own
+/// mmap and unmap it when freed. By default the threshold grows after the
+/// first big free (up to 32 MiB), after which multi-MiB push buffers are
+/// carved from per-thread heaps that are never given back: a page server
+/// that handled a few big pushes on many threads keeps their peak as RSS.
+pub fn return_big_allocations_to_the_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before threads
+    // that allocate big buffers exist, and it is thread-safe anyway.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    #[test]
+    fn an_eventfd_wakes_its_epoll_set_until_reset() {
+        let ep = Epoll::new().expect("epoll");
+        let ev = EventFd::new().expect("eventfd");
+        ep.add(ev.as_fd(), Interest::Readable, 7).expect("add");
+        let mut events = EpollEvents::with_capacity(4);
+        let zero = Some(Duration::ZERO);
+        assert_eq!(ep.wait(&mut events, zero).expect("wait").count(), 0);
+        ev.notify();
+        ev.notify();
+        let got: Vec<u64> = ep.wait(&mut events, zero).expect("wait").collect();
+        assert_eq!(got, vec![7]);
+        ev.reset();
+        assert_eq!(ep.wait(&mut events, zero).expect("wait").count(), 0);
+        ep.delete(ev.as_fd()).expect("delete");
+        ev.notify();
+        assert_eq!(ep.wait(&mut events, zero).expect("wait").count(), 0);
+    }
+
+    #[test]
+    fn a_vectored_send_writes_every_slice_and_never_blocks() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let parts = [io::IoSlice::new(b"one "), io::IoSlice::new(b"two")];
+        assert_eq!(
+            send_vectored_nonblocking(s.as_fd(), &parts).expect("send"),
+            7
+        );
+        let mut buf = [0u8; 7];
+        c.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"one two");
+        // Nobody reads: the kernel buffers fill and the call says so
+        // instead of blocking.
+        let big = vec![0u8; 1 << 20];
+        let mut blocked = false;
+        for _ in 0..1000 {
+            match send_vectored_nonblocking(s.as_fd(), &[io::IoSlice::new(&big)]) {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+        assert!(blocked, "a full socket reports WouldBlock");
+        // The peer closes with unread data, so it resets the connection;
+        // epoll reports the error (EPOLLERR is always reported). Then a
+        // send is an error, not SIGPIPE.
+        drop(c);
+        let ep = Epoll::new().expect("epoll");
+        ep.add(s.as_fd(), Interest::Writable, 1).expect("add");
+        let mut events = EpollEvents::with_capacity(1);
+        let ready: Vec<u64> = ep
+            .wait(&mut events, Some(Duration::from_secs(10)))
+            .expect("wait")
+            .collect();
+        assert_eq!(ready, vec![1], "the reset is reported");
+        let e = send_vectored_nonblocking(s.as_fd(), &[io::IoSlice::new(b"x")])
+            .expect_err("a reset peer is an error");
+        assert_ne!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
     }
 }

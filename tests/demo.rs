@@ -59,7 +59,7 @@ fn demo_drives_the_page_and_answers_events() {
         &format!("127.0.0.1:{port}"),
         "POST",
         "/api/event",
-        None,
+        server_info(&home, "demo")["token"].as_str(),
         Some(br#"{"name":"step-done","data":{"step":"1"}}"#),
     );
     for _ in 0..400 {

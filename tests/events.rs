@@ -9,8 +9,14 @@ use serde_json::{json, Value};
 use support::*;
 
 fn post_event(srv: &Server, body: &[u8]) -> (u16, Value) {
-    // Events come from the page: no token.
-    http(&srv.addr(), "POST", "/api/event", None, Some(body))
+    // Events need the page's event key (from HELLO) or the owner's token.
+    http(
+        &srv.addr(),
+        "POST",
+        "/api/event",
+        Some(&srv.token),
+        Some(body),
+    )
 }
 
 #[test]
@@ -90,8 +96,8 @@ fn bad_events_get_clear_answers_and_nothing_is_stored() {
         assert!(r["error"].is_string());
     }
     // A cross-site form post (text/plain) is refused.
-    let req = "POST /api/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"name\":\"a\"}\n";
-    assert_eq!(raw_status(srv.port, req), 415);
+    let req = format!("POST /api/event HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{{\"name\":\"a\"}}\n", srv.token);
+    assert_eq!(raw_status(srv.port, &req), 415);
     assert!(read_jsonl(&srv.dir.join("events.jsonl")).is_empty());
 
     // Bad cursors.
@@ -141,6 +147,10 @@ fn wait_blocks_until_an_event_and_never_loses_one() {
     m.initialize();
     m.ok("workbench_scaffold", json!({"name": "w"}));
     let addr = format!("127.0.0.1:{}", server_info(&home, "w")["port"]);
+    let token = server_info(&home, "w")["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Nothing yet: pending with the same cursor, after the (clamped) timeout.
     for t in [json!(0), json!(-5), json!(0.2)] {
@@ -157,7 +167,7 @@ fn wait_blocks_until_an_event_and_never_loses_one() {
         &addr,
         "POST",
         "/api/event",
-        None,
+        Some(&token),
         Some(br#"{"name":"message","data":{"text":"hi"}}"#),
     );
     let r = m.ok("workbench_wait", json!({"project": "w", "since": 0}));
@@ -168,20 +178,22 @@ fn wait_blocks_until_an_event_and_never_loses_one() {
 
     // A waiter blocks until the event arrives (huge timeout is clamped, not refused).
     let a2 = addr.clone();
+    let token2 = token.clone();
     let poster = std::thread::spawn(move || {
+        let token = token2;
         std::thread::sleep(Duration::from_millis(300));
         http(
             &a2,
             "POST",
             "/api/event",
-            None,
+            Some(&token),
             Some(br#"{"name":"reading","data":{"v":1}}"#),
         );
         http(
             &a2,
             "POST",
             "/api/event",
-            None,
+            Some(&token),
             Some(br#"{"name":"other","data":{}}"#),
         );
     });

@@ -69,7 +69,18 @@ fn handshake_answers_every_request_and_ignores_notifications() {
     assert_eq!(r["result"]["protocolVersion"], "2025-11-25");
     // Initialized now: tools/list answers.
     let r = m.request("tools/list", Value::Null);
-    assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9);
+    let tools = r["result"]["tools"].as_array().unwrap();
+    let named = |prefix: &str| {
+        tools
+            .iter()
+            .filter(|t| t["name"].as_str().unwrap().starts_with(prefix))
+            .count()
+    };
+    // The page tools and the relay chat tools (tests/chat_mcp.rs).
+    assert_eq!(
+        (tools.len(), named("workbench_"), named("chat_")),
+        (27, 11, 16)
+    );
 
     // Any id comes back exactly as sent, as raw text on the wire: a 30-digit
     // integer stays that integer (not 1.2345678901234568e29), in answers and

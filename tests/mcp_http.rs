@@ -380,7 +380,8 @@ fn answers_like_stdio_with_sessions_and_keep_alive() {
         json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
     );
     let ui_tools = ui_tools["result"]["tools"].as_array().unwrap();
-    assert_eq!(ui_tools.len(), 10);
+    // 11 page tools, the app tool, 16 chat tools (tests/chat_mcp.rs).
+    assert_eq!(ui_tools.len(), 12 + 16);
     let state_tool = ui_tools
         .iter()
         .find(|t| t["name"] == "workbench_state")
@@ -664,13 +665,15 @@ fn wait_streams_progress_and_a_vanished_client_leaves_nothing_running() {
     )
     .unwrap();
     let page_port = info["port"].as_u64().unwrap() as u16;
+    // Events carry the page key from HELLO, or the owner's token.
+    let page_token = info["token"].as_str().unwrap().to_string();
     let poster = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(7));
         workbench::httpc::request(
             &format!("127.0.0.1:{page_port}"),
             "POST",
             "/api/event",
-            None,
+            Some(&page_token),
             Some(br#"{"name":"clicked","data":{"b":1}}"#),
             Duration::from_secs(5),
         )
@@ -806,7 +809,8 @@ fn a_hundred_concurrent_sessions_and_idle_expiry() {
                     json!({"jsonrpc": "2.0", "id": i, "method": "tools/list"}),
                 );
                 assert_eq!(r["id"], i);
-                assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 9);
+                // 11 page tools and 16 chat tools.
+                assert_eq!(r["result"]["tools"].as_array().unwrap().len(), 11 + 16);
                 let l = call(&mut c, &s, &sid, "workbench_list", json!({}));
                 assert!(l["projects"].is_array());
                 sid
@@ -963,11 +967,15 @@ fn python_sdk_calls_every_tool() {
     }
     let home = TempHome::new("mcphttp-sdk");
     let s = HttpServer::start(&home, &[]);
+    let relay = support::Relay::start(&[]);
+    let (id_a, _) = home.identity("sdk-a");
+    let (id_b, _) = home.identity("sdk-b");
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http/sdk_client.py");
     let o = std::process::Command::new(py)
         .arg(script)
-        .args([s.url(), s.token.clone(), "sdk".into()])
+        .args([s.url(), s.token.clone(), "sdk".into(), relay.url()])
+        .args([&id_a, &id_b])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -1155,7 +1163,7 @@ fn stdio_offers_mcp_apps_to_a_client_that_declares_them() {
     );
     let tools = m.request("tools/list", json!({}));
     let tools = tools["result"]["tools"].as_array().unwrap().clone();
-    assert_eq!(tools.len(), 10);
+    assert_eq!(tools.len(), 12 + 16, "page tools, the app tool, chat tools");
     assert!(tools.iter().any(|t| t["name"] == "workbench_app_post"));
     m.ok("workbench_scaffold", json!({"name": "s1"}));
     let res = m.request("resources/list", json!({}));

@@ -25,6 +25,25 @@ const RSS_LIMIT_KB: u64 = 128 * 1024;
 struct Conn {
     r: BufReader<TcpStream>,
     port: u16,
+    key: String,
+}
+
+/// The page's event key (from a viewer's HELLO), fetched once per server.
+fn event_key(port: u16, fresh: bool) -> String {
+    static KEYS: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut keys = KEYS.lock().unwrap();
+    if !fresh {
+        if let Some((_, k)) = keys.iter().find(|(p, _)| *p == port) {
+            return k.clone();
+        }
+    }
+    let key = Viewer::connect(port).next()["event_key"]
+        .as_str()
+        .expect("HELLO carries the event key")
+        .to_string();
+    keys.retain(|(p, _)| *p != port);
+    keys.push((port, key.clone()));
+    key
 }
 
 impl Conn {
@@ -35,13 +54,25 @@ impl Conn {
         Conn {
             r: BufReader::new(s),
             port,
+            key: event_key(port, false),
         }
     }
 
     fn post_event(&mut self, body: &[u8]) -> (u16, Value) {
+        let r = self.post_event_once(body);
+        if r.0 == 403 {
+            // A restarted server on the same port has a new key.
+            self.key = event_key(self.port, true);
+            return self.post_event_once(body);
+        }
+        r
+    }
+
+    fn post_event_once(&mut self, body: &[u8]) -> (u16, Value) {
         let head = format!(
-            "POST /api/event HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /api/event HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nX-Workbench-Key: {}\r\nContent-Length: {}\r\n\r\n",
             self.port,
+            self.key,
             body.len()
         );
         // One write: a head and a body in two segments would meet Nagle's
@@ -311,7 +342,7 @@ fn torn_invalid_and_corrupt_lines_are_skipped_one_by_one() {
         for i in 1..=10 {
             let (s, _) = srv.post_raw(
                 "/api/event",
-                None,
+                Some(&srv.token),
                 format!(r#"{{"name":"n{i}","data":{i}}}"#).as_bytes(),
             );
             assert_eq!(s, 200);
@@ -349,7 +380,7 @@ fn torn_invalid_and_corrupt_lines_are_skipped_one_by_one() {
     assert_eq!(ev[4]["count"], 1);
     assert_eq!(ev[9]["name"], "n10");
     // Numbering continues after the last whole record, never restarting.
-    let (s, r) = srv.post_raw("/api/event", None, br#"{"name":"next"}"#);
+    let (s, r) = srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"next"}"#);
     assert_eq!((s, r["seq"].as_u64()), (200, Some(11)));
     // The session log's invalid last line does not hide the entries before it.
     let (_, logs) = srv.get_auth("/api/log?limit=1000");
@@ -380,7 +411,8 @@ fn a_failing_write_is_never_acknowledged() {
         &[("WORKBENCH_TEST_FAIL_WRITES", &flag_s)],
     );
     assert_eq!(
-        srv.post_raw("/api/event", None, br#"{"name":"ok1"}"#).0,
+        srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"ok1"}"#)
+            .0,
         200
     );
     assert_eq!(srv.post("/api/log", &json!({"message": "saved"})).0, 200);
@@ -392,7 +424,7 @@ fn a_failing_write_is_never_acknowledged() {
 
     for (errno, status) in [("28", 507), ("5", 500)] {
         std::fs::write(&flag, errno).unwrap();
-        let (s, r) = srv.post_raw("/api/event", None, br#"{"name":"refused"}"#);
+        let (s, r) = srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"refused"}"#);
         assert_eq!(s, status, "{r}");
         assert!(r["error"].as_str().unwrap().contains("not stored"), "{r}");
         let (s, r) = srv.post("/api/log", &json!({"message": "refused"}));
@@ -405,7 +437,7 @@ fn a_failing_write_is_never_acknowledged() {
     std::fs::remove_file(&flag).unwrap();
 
     // Recovered: the next event takes the next number (no hole, no reuse).
-    let (s, r) = srv.post_raw("/api/event", None, br#"{"name":"ok2"}"#);
+    let (s, r) = srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"ok2"}"#);
     assert_eq!((s, r["seq"].as_u64()), (200, Some(2)));
     let names: Vec<String> = events_on_disk(&srv.dir)
         .iter()
@@ -458,7 +490,11 @@ fn a_full_disk_gets_507_and_nothing_acknowledged_is_missing() {
     };
     std::fs::create_dir_all(&tmp_home.path).unwrap();
     let srv = Server::start(&tmp_home, "full", &FAST);
-    let (s, r) = srv.post_raw("/api/event", None, br#"{"name":"before","data":1}"#);
+    let (s, r) = srv.post_raw(
+        "/api/event",
+        Some(&srv.token),
+        br#"{"name":"before","data":1}"#,
+    );
     assert_eq!((s, r["seq"].as_u64()), (200, Some(1)));
 
     // Fill the tmpfs to the last byte.
@@ -479,7 +515,7 @@ fn a_full_disk_gets_507_and_nothing_acknowledged_is_missing() {
         let name = format!("e{i}");
         let (s, r) = srv.post_raw(
             "/api/event",
-            None,
+            Some(&srv.token),
             format!(r#"{{"name":"{name}","data":"{}"}}"#, "d".repeat(300)).as_bytes(),
         );
         match s {
@@ -500,7 +536,7 @@ fn a_full_disk_gets_507_and_nothing_acknowledged_is_missing() {
     assert_eq!(s, 507, "a state that cannot be saved is not acknowledged");
 
     std::fs::remove_file(&filler).unwrap();
-    let (s, _) = srv.post_raw("/api/event", None, br#"{"name":"after"}"#);
+    let (s, _) = srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"after"}"#);
     assert_eq!(s, 200, "writes work again once there is room");
     acked_events.push("after".into());
     let names: Vec<String> = events_on_disk(&srv.dir)

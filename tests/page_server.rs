@@ -354,7 +354,7 @@ fn files_are_served_from_files_only() {
     .unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(ok.body, b"<svg/>");
-    let req = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let req = |p: &str| format!("GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     assert_eq!(raw_status(srv.port, &req("/files/notes.txt")), 200);
     for bad in [
         "/files/../../etc/passwd",
@@ -559,7 +559,7 @@ fn corrupt_files_on_disk_are_survived_and_kept_for_inspection() {
     {
         let srv = Server::start(&home, "c", &[]);
         srv.post("/api/log", &json!({"message": "good entry"}));
-        srv.post_raw("/api/event", None, br#"{"name":"a"}"#);
+        srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"a"}"#);
     }
     // A torn state file, a half-written log line, garbage in events.jsonl.
     std::fs::write(dir.join("state.json"), "{\"template\": \"<p>cut").unwrap();
@@ -607,7 +607,7 @@ fn corrupt_files_on_disk_are_survived_and_kept_for_inspection() {
         "{\"template\": \"<p>cut"
     );
     // Numbering continues after the last good event.
-    let (s, r) = srv.post_raw("/api/event", None, br#"{"name":"b"}"#);
+    let (s, r) = srv.post_raw("/api/event", Some(&srv.token), br#"{"name":"b"}"#);
     assert_eq!((s, r["seq"].clone()), (200, json!(2)));
     let (s, _) = srv.post("/api/state", &json!({"template": "<p>fresh</p>"}));
     assert_eq!(s, 200);

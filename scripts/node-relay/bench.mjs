@@ -1,7 +1,8 @@
-// Load client for scripts/bench_relay.sh: runs the issue's "Speed"
-// scenarios against one relay (Rust or the Node baseline) and prints one
-// JSON object of results. Loopback only. The same client measures both
-// relays, so its own overhead is common to both.
+// The issue 6 load client, kept to reproduce BENCHMARKS.md's older relay
+// rows: runs that issue's "Speed" scenarios against one relay (Rust or the
+// Node baseline) in one Node process and prints one JSON object. Loopback
+// only. scripts/bench_relay.sh now uses examples/relay_load.rs instead (a
+// thread per agent, so the client is not the bottleneck; issue 13).
 //
 // usage: node bench.mjs --url ws://127.0.0.1:PORT --pid RELAY_PID [--reps 3] [--idle 5000] [--sustain-secs 10]
 

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 
 mod agents;
 mod channels;
+mod chat_session;
 mod connect;
 mod create;
 mod demo;
@@ -95,6 +96,12 @@ const COMMANDS: &[Command] = &[
         summary: "stop a project's server",
         usage: stop::USAGE,
         run: stop::run,
+    },
+    Command {
+        name: "chat-session",
+        summary: "run one relay chat session (chat_connect starts it)",
+        usage: chat_session::USAGE,
+        run: chat_session::run,
     },
     Command {
         name: "demo",
@@ -214,9 +221,9 @@ fn overview() -> String {
          usage: workbench <command> [options]\n\ncommands:\n"
     );
     for c in COMMANDS {
-        s.push_str(&format!("  {:<10} {}\n", c.name, c.summary));
+        s.push_str(&format!("  {:<12} {}\n", c.name, c.summary));
     }
-    s.push_str("  help       this text, or `workbench help <command>`\n\n");
+    s.push_str("  help         this text, or `workbench help <command>`\n\n");
     s.push_str(
         "Every command takes --help. Projects live in $WORKBENCH_HOME (default ~/workbench).\n",
     );

@@ -8,7 +8,8 @@ use crate::project::{Project, ProjectName};
 pub const USAGE: &str = "\
 usage: workbench serve <name> [--title T] [--description D] [--host H] [--port N | --prefer-port N] [--public-host H] [--max-body BYTES]
                        [--events-max-bytes B] [--events-segment-bytes B] [--events-memory-bytes B]
-                       [--events-rate N] [--events-client-rate N] [--cert FILE --key FILE]
+                       [--events-rate N] [--events-client-rate N] [--allow-origin O]... [--cert FILE --key FILE] [limits, below]
+                       [--upload-max-bytes B] [--uploads-max-bytes B] [--uploads-max-files N] [--uploads-rate N]
 
 Creates ~/workbench/<name>/ if missing (an existing project keeps its files)
 and serves its live page on the LAN until Ctrl-C or SIGTERM.
@@ -23,23 +24,40 @@ options:
                      prints says which)
   --public-host H    host shown in the URL (default: this machine's LAN
                      address; also WORKBENCH_HOST)
-  --max-body BYTES   largest request body accepted (default 8388608)
+  --allow-origin O   also accept this origin (http://name:port) or host name
+                     in Origin/Host checks; repeatable (also WORKBENCH_ALLOW_ORIGIN,
+                     comma-separated). The server's own names are always allowed.
+  --max-body BYTES   largest owner push / snapshot answer (default 8388608)
   --events-max-bytes B      events log quota on disk, all segments (default
                             67108864 = 64 MiB; the oldest segment goes first)
   --events-segment-bytes B  start a new events segment at this size (default 4194304)
   --events-memory-bytes B   newest events kept in memory (default 8388608)
   --events-rate N           events per second from all viewers together (default 50)
   --events-client-rate N    events per second per address or IPv6 /64 (default 5)
+  --upload-max-bytes B      largest file the page may upload (default 33554432 = 32 MiB)
+  --uploads-max-bytes B     all of files/uploads/ together (default 1073741824 = 1 GiB)
+  --uploads-max-files N     files in files/uploads/ (default 2000)
+  --uploads-rate N          uploads per second per address or IPv6 /64 (default 2, bursts of 4x)
   --cert FILE        serve HTTPS with this PEM certificate chain (the page's
                      socket becomes wss://, its URL https://); needs --key.
                      Plain HTTP is then served only to this machine
                      (loopback), for the owner's own tools
   --key FILE         the certificate's PEM private key
 
-environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST; each
+limits (defaults and what happens over them: docs/page-limits.md):
+  --max-connections N            open connections in total (1024; lowered to fit the open-file limit)
+  --max-connections-per-client N per client address, IPv6 per /64 (128)
+  --max-viewers N                WebSocket viewers in total (256)
+  --max-viewers-per-client N     viewers per client address (32)
+  --header-timeout SECS          first byte to end of headers (10)
+  --body-timeout SECS            whole request body (30)
+  --idle-timeout SECS            a read that gets nothing (30)
+
+environment: WORKBENCH_HOME (default ~/workbench), WORKBENCH_HOST, WORKBENCH_ALLOW_ORIGIN; each
 --events-* option also reads WORKBENCH_EVENTS_MAX_BYTES, _SEGMENT_BYTES,
-_MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), so servers started
-by `workbench mcp` take them from its environment.
+_MEMORY_BYTES, _RATE, _CLIENT_RATE (the option wins), and the upload options
+WORKBENCH_UPLOAD_MAX_BYTES, WORKBENCH_UPLOADS_MAX_BYTES, _MAX_FILES, _RATE,
+so servers started by `workbench mcp` take them from its environment.
 WORKBENCH_CERT and WORKBENCH_KEY are the defaults for --cert/--key (set them
 where `workbench mcp` runs and the servers it starts use HTTPS).
 
@@ -90,6 +108,40 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     .unwrap_or(5);
     let cert: Option<std::path::PathBuf> = args.opt_value_from_str("--cert").map_err(&err)?;
     let key: Option<std::path::PathBuf> = args.opt_value_from_str("--key").map_err(&err)?;
+    let mut allow_origins: Vec<String> = args.values_from_str("--allow-origin").map_err(&err)?;
+    if let Ok(env) = std::env::var("WORKBENCH_ALLOW_ORIGIN") {
+        allow_origins.extend(
+            env.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
+    }
+    let limits = limits(&mut args)?;
+    let u = page::uploads::UploadLimits::default();
+    let uploads = page::uploads::UploadLimits {
+        max_file_bytes: events_opt(
+            &mut args,
+            "--upload-max-bytes",
+            "WORKBENCH_UPLOAD_MAX_BYTES",
+        )?
+        .unwrap_or(u.max_file_bytes),
+        max_total_bytes: events_opt(
+            &mut args,
+            "--uploads-max-bytes",
+            "WORKBENCH_UPLOADS_MAX_BYTES",
+        )?
+        .unwrap_or(u.max_total_bytes),
+        max_files: events_opt(
+            &mut args,
+            "--uploads-max-files",
+            "WORKBENCH_UPLOADS_MAX_FILES",
+        )?
+        .unwrap_or(u.max_files),
+        per_client_per_sec: events_opt(&mut args, "--uploads-rate", "WORKBENCH_UPLOADS_RATE")?
+            .map(|n| n as f64)
+            .unwrap_or(u.per_client_per_sec),
+    };
     let name: String = positional(&mut args, USAGE, "name")?;
     finish(args, USAGE)?;
     let files = match (cert, key) {
@@ -142,6 +194,9 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
         },
         event_limits: page::EventLimits::per_second(client_rate as f64, rate as f64),
         tls,
+        allow_origins,
+        limits,
+        uploads,
     };
     page::serve(cfg).map_err(CliError::Failed)
 }
@@ -166,4 +221,34 @@ fn events_opt(
         }
         _ => Ok(None),
     }
+}
+
+/// The connection, viewer and time limits (docs/page-limits.md); each at least 1.
+fn limits(args: &mut pico_args::Arguments) -> Result<page::Limits, CliError> {
+    let d = page::Limits::default();
+    let mut count = |flag: &'static str, default: usize| -> Result<usize, CliError> {
+        match args
+            .opt_value_from_str::<_, usize>(flag)
+            .map_err(arg_error(USAGE))?
+        {
+            Some(0) => Err(usage_error(USAGE, format!("{flag} must be at least 1"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    let secs = |d: std::time::Duration| d.as_secs() as usize;
+    let from_secs = |n: usize| std::time::Duration::from_secs(n as u64);
+    Ok(page::Limits {
+        max_connections: count("--max-connections", d.max_connections)?,
+        max_connections_per_client: count(
+            "--max-connections-per-client",
+            d.max_connections_per_client,
+        )?,
+        max_viewers: count("--max-viewers", d.max_viewers)?,
+        max_viewers_per_client: count("--max-viewers-per-client", d.max_viewers_per_client)?,
+        header_timeout: from_secs(count("--header-timeout", secs(d.header_timeout))?),
+        body_timeout: from_secs(count("--body-timeout", secs(d.body_timeout))?),
+        idle_timeout: from_secs(count("--idle-timeout", secs(d.idle_timeout))?),
+        ..d
+    })
 }

@@ -148,6 +148,12 @@ pub fn read_resource(params: &Value) -> Result<Value, RpcError> {
     let index = std::fs::read_to_string(p.path("index.html"))
         .map_err(|e| RpcError::Internal(format!("cannot read the page: {e}")))?;
     let (http, ws) = origins(&running.info);
+    // The frame's Origin is not the page server's: its socket opens the
+    // keyed /app/<key>/ws instead of /ws (docs/page-limits.md).
+    let ws = format!(
+        "{ws}/app/{}",
+        crate::page::origin::app_key(&running.info.token)
+    );
     let cfg = json!({"project": name, "server": http, "ws": ws});
     let mut meta = resource_meta(std::slice::from_ref(&running.info));
     // The shim of the generic ui://workbench/app reads the server from here.
@@ -256,7 +262,9 @@ fn app_post(a: &Value) -> Result<Value, String> {
         &info.connect_addr(),
         "POST",
         path,
-        None,
+        // The owner relays for its own app frame: events and snapshot
+        // answers need a key the frame's page cannot send through the host.
+        Some(&info.token),
         Some(body.as_bytes()),
         Duration::from_secs(10),
     )

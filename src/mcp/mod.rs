@@ -8,6 +8,8 @@
 //! `Session` too, so both transports answer every message alike.
 
 pub mod apps;
+mod chat_tools;
+mod file_tools;
 pub mod http;
 pub mod jsonrpc;
 mod tools;
@@ -279,7 +281,7 @@ fn initialize(params: &Value) -> Value {
             "extensions": apps::extension_capability(),
         },
         "serverInfo": {"name": "workbench", "title": "Workbench", "version": crate::VERSION},
-        "instructions": INSTRUCTIONS,
+        "instructions": format!("{INSTRUCTIONS}\n{}", chat_tools::INSTRUCTIONS),
     })
 }
 

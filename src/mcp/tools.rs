@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::file_tools;
 use super::jsonrpc::{self, Id, RpcError};
 use super::workers::Workers;
 use super::Outbox;
@@ -170,24 +171,46 @@ pub static TOOLS: &[Tool] = &[
     Tool {
         name: "workbench_snapshot",
         title: "See what the human sees",
-        description: "Ask a connected browser for the page as rendered now: the content's HTML, its visible text, and current form values. Says so when no browser is connected.",
-        input_schema: || obj(json!({"project": project_prop()}), &["project"]),
+        description: "Ask a connected browser for the page as rendered now: the content's HTML, its visible text, and current form values; with image: true also a PNG of the browser's window as an image block (drawn by the page itself; cross-origin images and canvases come out blank, see docs/files.md). Says so when no browser is connected.",
+        input_schema: || obj(json!({"project": project_prop(), "image": {"type": "boolean", "description": "Also return a PNG of what the browser shows (default false)."}}), &["project"]),
         output_schema: || out_schema(json!({"connected": {"type": "boolean"}, "viewer": {"type": ["string", "null"]},
-            "html": {"type": "string"}, "text": {"type": "string"}, "forms": {"type": "array"}, "message": {"type": "string"}})),
+            "html": {"type": "string"}, "text": {"type": "string"}, "forms": {"type": "array"}, "message": {"type": "string"},
+            "image": {"type": "object"}, "image_error": {"type": "string"}})),
         run: |a, c| snapshot(args(c.tool, a)?),
+    },
+    // Files both ways (issue 16): src/mcp/file_tools.rs, docs/files.md.
+    Tool {
+        name: "workbench_read_file",
+        title: "Read a project file",
+        description: file_tools::READ_DESCRIPTION,
+        input_schema: || file_tools::read_input_schema(project_prop()),
+        output_schema: file_tools::read_output_schema,
+        run: |a, c| file_tools::read_file(c.tool, a, existing),
+    },
+    Tool {
+        name: "workbench_write_file",
+        title: "Put a file on the page's server",
+        description: file_tools::WRITE_DESCRIPTION,
+        input_schema: || file_tools::write_input_schema(project_prop()),
+        output_schema: file_tools::write_output_schema,
+        run: |a, c| file_tools::write_file(c.tool, a, existing),
     },
 ];
 
+/// The page tools, then the relay chat tools (`chat_tools::TOOLS`).
+pub fn all() -> impl Iterator<Item = &'static Tool> {
+    TOOLS.iter().chain(super::chat_tools::TOOLS)
+}
+
 /// The tool called `name`, if there is one.
 pub fn find(name: &str) -> Option<&'static Tool> {
-    TOOLS.iter().find(|t| t.name == name)
+    all().find(|t| t.name == name)
 }
 
 /// Every tool, as `tools/list` returns it.
 pub fn list() -> Value {
     Value::Array(
-        TOOLS
-            .iter()
+        all()
             .map(|t| {
                 json!({
                     "name": t.name,
@@ -262,10 +285,18 @@ pub fn spawn_call(id: Id, params: Value, out: Outbox, workers: &Workers) {
 /// that text is used twice, as `structuredContent` and (escaped) as the text item.
 pub(super) fn call_result_json(result: ToolResult) -> String {
     match result {
-        Ok(v) => {
+        Ok(mut v) => {
+            // Image and resource blocks go beside the JSON (file_tools).
+            let extra = v
+                .as_object_mut()
+                .and_then(|m| m.remove(file_tools::CONTENT_KEY));
             let text = v.to_string();
-            let item = json!([{"type": "text", "text": text}]);
-            format!(r#"{{"content":{item},"isError":false,"structuredContent":{text}}}"#)
+            let mut items = vec![json!({"type": "text", "text": text})];
+            if let Some(Value::Array(blocks)) = extra {
+                items.extend(blocks);
+            }
+            let items = Value::Array(items);
+            format!(r#"{{"content":{items},"isError":false,"structuredContent":{text}}}"#)
         }
         Err(msg) => {
             json!({"content": [{"type": "text", "text": msg}], "isError": true}).to_string()
@@ -273,7 +304,7 @@ pub(super) fn call_result_json(result: ToolResult) -> String {
     }
 }
 
-fn args<T: DeserializeOwned>(tool: &str, v: Value) -> Result<T, String> {
+pub(super) fn args<T: DeserializeOwned>(tool: &str, v: Value) -> Result<T, String> {
     let v = if v.is_null() { json!({}) } else { v };
     serde_json::from_value(v).map_err(|e| bad_args(tool, e))
 }
@@ -501,7 +532,9 @@ fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolRe
         let events = r["events"].as_array().cloned().unwrap_or_default();
         if !events.is_empty() {
             let (events, cursor) = fit_events(events, r["cursor"].as_u64().unwrap_or(since));
-            return Ok(json!({"status": "events", "events": events, "cursor": cursor}));
+            let mut out = json!({"status": "events", "events": events, "cursor": cursor});
+            file_tools::attach_images(&p, &mut out);
+            return Ok(out);
         }
         if Instant::now() + Duration::from_millis(200) >= deadline {
             return Ok(json!({"status": "pending", "events": [], "cursor": since}));
@@ -540,12 +573,27 @@ fn events(a: EventsArgs) -> ToolResult {
     )?;
     let events = r["events"].as_array().cloned().unwrap_or_default();
     let (events, cursor) = fit_events(events, r["cursor"].as_u64().unwrap_or(since));
-    Ok(json!({"events": events, "cursor": cursor}))
+    let mut out = json!({"events": events, "cursor": cursor});
+    file_tools::attach_images(&p, &mut out);
+    Ok(out)
 }
 
-fn snapshot(a: ProjectArgs) -> ToolResult {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotArgs {
+    project: String,
+    image: Option<bool>,
+}
+
+fn snapshot(a: SnapshotArgs) -> ToolResult {
     let p = existing(&a.project)?;
-    let r = control::call_project(&p, "GET", "/api/snapshot", None, Duration::from_secs(15))?;
+    let image = a.image.unwrap_or(false);
+    let path = if image {
+        "/api/snapshot?image=1"
+    } else {
+        "/api/snapshot"
+    };
+    let r = control::call_project(&p, "GET", path, None, Duration::from_secs(40))?;
     if r["viewer"].is_null() {
         return Ok(
             json!({"connected": false, "viewer": null, "message": "no browser has the page open right now; give the human the URL from workbench_scaffold"}),
@@ -566,9 +614,20 @@ fn snapshot(a: ProjectArgs) -> ToolResult {
     } else {
         s["forms"].clone()
     };
-    Ok(
-        json!({"connected": true, "viewer": r["viewer"], "html": html, "text": text, "forms": forms, "title": s["title"]}),
-    )
+    let mut out = json!({"connected": true, "viewer": r["viewer"], "html": html, "text": text, "forms": forms, "title": s["title"]});
+    if image {
+        match s["png"].as_str().and_then(file_tools::png_block) {
+            Some((block, info)) => {
+                out["image"] = info;
+                out[file_tools::CONTENT_KEY] = json!([block]);
+            }
+            None => {
+                out["image_error"] =
+                    json!(s["png_error"].as_str().unwrap_or("the browser sent no PNG"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -579,11 +638,12 @@ mod tests {
     fn every_tool_has_schemas_and_a_description() {
         let tools = list();
         let tools = tools.as_array().unwrap();
-        assert_eq!(tools.len(), TOOLS.len());
+        let table: Vec<&Tool> = all().collect();
+        assert_eq!(tools.len(), table.len());
         for (i, t) in tools.iter().enumerate() {
             let name = t["name"].as_str().unwrap();
             assert!(
-                std::ptr::eq(find(name).unwrap(), &TOOLS[i]),
+                std::ptr::eq(find(name).unwrap(), table[i]),
                 "{name} is unique"
             );
             assert!(

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::eventlog::{Record, Writer};
 use super::events::Events;
@@ -22,8 +22,9 @@ use crate::project::Project;
 use crate::util;
 
 pub enum DiskOp {
-    /// The whole merged state, to replace state.json atomically.
-    State(Map<String, Value>),
+    /// The whole merged state, to replace state.json atomically (shared
+    /// with the hub: reference counts, serialised here, off every lock).
+    State(super::hub::StateSnapshot),
     /// A session log entry `{ts, level, message, source}`.
     Log(Value),
 }
@@ -235,8 +236,7 @@ fn run(files: Files, ev: &mut EventWriter, rx: Receiver<Msg>) {
             }
         }
         if let Some(state) = last_state {
-            let text = serde_json::to_vec(&state).unwrap_or_default();
-            let r = util::write_replace(&files.state, &text, 0o600);
+            let r = util::write_replace(&files.state, state.to_json().as_bytes(), 0o600);
             report("state.json", &r);
             for done in states {
                 let _ = done.send(match &r {

@@ -6,18 +6,23 @@
 mod disk;
 mod eventlog;
 mod events;
-mod files;
+pub mod files;
+pub mod http;
 mod hub;
+pub mod origin;
 pub mod routes;
+pub mod sniff;
 pub mod tls;
+pub mod uploads;
 mod viewer;
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
@@ -26,7 +31,7 @@ use crate::{sys, util};
 
 pub use eventlog::Quota as EventsQuota;
 pub use events::Limits as EventLimits;
-pub use routes::LEVELS;
+pub use hub::LEVELS;
 
 /// Default request body limit (`--max-body`).
 pub const DEFAULT_MAX_BODY: usize = 8 << 20;
@@ -61,6 +66,86 @@ pub struct ServeConfig {
     pub event_limits: events::Limits,
     /// `--cert/--key`: serve HTTPS (and `wss://` for the page's socket).
     pub tls: Option<tls::PageTls>,
+    /// Extra origins or host names allowed besides the server's own
+    /// (`--allow-origin`, `WORKBENCH_ALLOW_ORIGIN`).
+    pub allow_origins: Vec<String>,
+    pub limits: Limits,
+    /// Page uploads into files/uploads/ (docs/files.md).
+    pub uploads: uploads::UploadLimits,
+}
+
+/// What one client, and all of them, may hold (docs/page-limits.md).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub max_viewers: usize,
+    pub max_viewers_per_client: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_connections_per_client: 128,
+            max_viewers: 256,
+            max_viewers_per_client: 32,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_request_line: 8 << 10,
+            max_header_bytes: 32 << 10,
+            max_headers: 64,
+        }
+    }
+}
+
+/// Descriptors kept free of connections for files, the listener and the
+/// disk writer: the connection cap is lowered to fit under the open-file
+/// limit, so a flood meets the cap (503) and never EMFILE.
+fn reserved_fds(nofile: u64) -> u64 {
+    64 + nofile / 8
+}
+
+/// A budget for diagnostics written under attack: at most `burst` lines,
+/// refilled at `per_sec`; `admit` returns how many were suppressed before.
+pub struct LogBudget {
+    bucket: Mutex<crate::ratelimit::TokenBucket>,
+    suppressed: AtomicU64,
+}
+
+const LOG_RATE: crate::ratelimit::Rate = crate::ratelimit::Rate::new(20.0, 5.0);
+
+impl LogBudget {
+    fn new() -> Self {
+        LogBudget {
+            bucket: Mutex::new(crate::ratelimit::TokenBucket::full(
+                LOG_RATE,
+                Instant::now(),
+            )),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn admit(&self) -> Option<u64> {
+        let ok = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_take(Instant::now(), LOG_RATE);
+        if ok {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 /// Why the server is stopping.
@@ -79,7 +164,10 @@ pub struct Shared {
     pub disk: disk::DiskSender,
     pub stop: Sender<Stop>,
     pub max_body: usize,
-    pub snapshots: Mutex<HashMap<String, mpsc::SyncSender<Value>>>,
+    pub origins: origin::Origins,
+    pub limits: Limits,
+    pub error_log: LogBudget,
+    pub uploads: uploads::Uploads,
 }
 
 fn bind(host: &str, port: &PortChoice) -> Result<TcpListener, String> {
@@ -142,6 +230,7 @@ fn load_state(project: &Project) -> Map<String, Value> {
 /// Runs the server in the foreground until SIGINT/SIGTERM or `POST /api/stop`.
 pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let signals = sys::shutdown_signals();
+    sys::return_big_allocations_to_the_os();
     let project = cfg.project.clone();
     project
         .create(cfg.title.as_deref(), cfg.description.as_deref())
@@ -168,9 +257,34 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     // Vanished viewers: unacked pings time out after 20 s; stuck writes after 15 s.
     sys::tune_listener(listener.as_raw_fd(), 20_000, 15);
-    let server =
-        tiny_http::Server::from_listener(listener, cfg.tls.as_ref().map(tls::PageTls::ssl_config))
-            .map_err(|e| e.to_string())?;
+    let mut limits = cfg.limits.clone();
+    // Every connection costs one descriptor: keep the cap under the limit.
+    let nofile = sys::raise_nofile_limit().unwrap_or(1024);
+    let fit = nofile.saturating_sub(reserved_fds(nofile)).max(8) as usize;
+    if limits.max_connections > fit {
+        util::log_event(
+            "connection_cap_lowered",
+            json!({"requested": limits.max_connections, "cap": fit, "nofile": nofile}),
+        );
+        limits.max_connections = fit;
+    }
+    limits.max_viewers = limits.max_viewers.min(limits.max_connections);
+    let http_limits = tiny_http::Limits {
+        max_connections: limits.max_connections,
+        max_per_client: limits.max_connections_per_client,
+        client_key: crate::ratelimit::client_key,
+        idle_timeout: limits.idle_timeout,
+        header_timeout: limits.header_timeout,
+        max_request_line: limits.max_request_line,
+        max_header_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+    };
+    let server = tiny_http::Server::with_limits_tls(
+        listener,
+        http_limits,
+        cfg.tls.as_ref().map(|t| t.config.clone()),
+    )
+    .map_err(|e| e.to_string())?;
     let server = Arc::new(server);
 
     // The events log ends its own torn line (eventlog::EventLog::open).
@@ -192,22 +306,37 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         cfg.event_limits,
     ));
     let disk = disk::start(&project, events.clone(), eventlog::Writer::new(opened.log));
+    let uploads =
+        uploads::Uploads::open(&project.path("files"), cfg.uploads.clone()).map_err(|e| {
+            format!(
+                "cannot open files/uploads/ in {}: {e}",
+                project.dir.display()
+            )
+        })?;
     let recent =
         util::tail_jsonl(&project.path("session.jsonl"), hub::RECENT_LOGS).unwrap_or_default();
     let (stop_tx, stop_rx) = mpsc::channel();
     let token = util::random_hex(32).map_err(|e| format!("no randomness for the token: {e}"))?;
+    let host_shown = public_host(&cfg.host, cfg.public_host.as_deref());
+    let viewer_limits = hub::ViewerLimits {
+        max_total: limits.max_viewers,
+        max_per_client: limits.max_viewers_per_client,
+    };
     let shared = Arc::new(Shared {
         project: project.clone(),
         token: token.clone(),
-        hub: hub::Hub::new(load_state(&project), recent, disk.clone()),
+        hub: hub::Hub::new(load_state(&project), recent, disk.clone(), viewer_limits),
         events,
         disk: disk.clone(),
         stop: stop_tx.clone(),
         max_body: cfg.max_body,
-        snapshots: Mutex::new(HashMap::new()),
+        origins: origin::Origins::new(&cfg.host, port, Some(&host_shown), &cfg.allow_origins)
+            .with_https(cfg.tls.is_some()),
+        limits: limits.clone(),
+        error_log: LogBudget::new(),
+        uploads,
     });
 
-    let host_shown = public_host(&cfg.host, cfg.public_host.as_deref());
     let host_url = if host_shown.contains(':') {
         format!("[{host_shown}]")
     } else {
@@ -235,7 +364,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     );
     util::log_event(
         "listening",
-        json!({"project": project.name.as_str(), "port": port, "url": url, "pid": info.pid}),
+        json!({"project": project.name.as_str(), "port": port, "url": url, "pid": info.pid,
+               "max_connections": limits.max_connections, "nofile": nofile}),
     );
     // Stdout carries exactly this one line (`workbench mcp` waits for it);
     // a closed stdout must not stop the server.
@@ -295,22 +425,51 @@ fn accept_loop(server: &tiny_http::Server, shared: Arc<Shared>) {
     let mut n: u64 = 0;
     for req in server.incoming_requests() {
         n += 1;
-        let shared = shared.clone();
+        let worker_shared = shared.clone();
         let is_ws = req.url() == "/ws" || req.url().starts_with("/ws?");
         let name = if is_ws {
             format!("viewer-{n}")
         } else {
             format!("http-{n}")
         };
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            if is_ws {
-                viewer::handle(shared, req)
-            } else {
-                routes::serve_request(&shared, req)
-            }
-        });
+        // A failed spawn drops the request: its connection closes, the
+        // server goes on.
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || http::serve_request(&worker_shared, req));
         if let Err(e) = spawned {
-            util::log_event("spawn_failed", json!({"error": e.to_string()}));
+            if let Some(suppressed) = shared.error_log.admit() {
+                util::log_event(
+                    "spawn_failed",
+                    json!({"error": e.to_string(), "suppressed_before": suppressed}),
+                );
+            }
         }
     }
+}
+
+/// For unit tests: a project in a fresh temp folder with its real events
+/// log and disk writer.
+#[cfg(test)]
+pub(crate) fn test_parts(tag: &str) -> (Project, Arc<events::Events>, disk::DiskSender) {
+    let dir = std::env::temp_dir().join(format!(
+        "wb-page-{tag}-{}-{}",
+        std::process::id(),
+        util::now_ms()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp project folder");
+    let project = Project {
+        name: crate::project::ProjectName::parse("unit").expect("valid name"),
+        dir,
+    };
+    let opened =
+        eventlog::EventLog::open(&project.dir, eventlog::Quota::default()).expect("events log");
+    let events = Arc::new(events::Events::new(
+        opened.log.clone(),
+        opened.tail,
+        opened.last_seq,
+        events::Limits::default(),
+    ));
+    let disk = disk::start(&project, events.clone(), eventlog::Writer::new(opened.log));
+    (project, events, disk)
 }

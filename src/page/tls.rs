@@ -1,8 +1,8 @@
 //! HTTPS for the page server (`workbench serve --cert/--key`, or
 //! `WORKBENCH_CERT`/`WORKBENCH_KEY` for the servers `workbench mcp`
 //! starts): the checked certificate and key, turned into tiny_http's TLS
-//! config. The TLS itself is the vendored tiny_http's rustls backend
-//! (vendor/tiny_http/src/ssl/rustls.rs): handshakes on the connection's own
+//! config. The TLS itself is the vendored tiny_http's TLS layer
+//! (vendor/tiny_http/src/util/refined_tcp_stream.rs): handshakes on the connection's own
 //! thread, plain HTTP only from loopback (the owner's own tools). Not here:
 //! routes, or anything that knows about HTTP.
 
@@ -19,8 +19,9 @@ pub const KEY_ENV: &str = "WORKBENCH_KEY";
 #[derive(Clone)]
 pub struct PageTls {
     pub cert: PathBuf,
-    cert_pem: Vec<u8>,
-    key_pem: Vec<u8>,
+    /// rustls' server config (workbench's provider), for the vendored
+    /// tiny_http's TLS layer.
+    pub config: std::sync::Arc<rustls::ServerConfig>,
     pub validity: Validity,
 }
 
@@ -37,17 +38,9 @@ impl PageTls {
         let id = crate::tls::load_server(cert, key)?;
         Ok(PageTls {
             cert: cert.to_path_buf(),
-            cert_pem: id.cert_pem,
-            key_pem: id.key_pem,
+            config: id.config,
             validity: id.validity,
         })
-    }
-
-    pub fn ssl_config(&self) -> tiny_http::SslConfig {
-        tiny_http::SslConfig {
-            certificate: self.cert_pem.clone(),
-            private_key: self.key_pem.clone(),
-        }
     }
 }
 

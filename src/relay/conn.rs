@@ -39,15 +39,24 @@ pub struct Limits {
 
 /// Runs one accepted connection to completion on the calling thread.
 ///
-/// Every step but the loop is a separate, non-inlined function: the stack
-/// under a blocked reader is then only a few small frames, and what the
-/// deeper steps touched is given back (`trim_stack`), so thousands of idle
-/// connections cost little resident memory.
+/// **The stack rule** (idle memory, issue 13): an idle connection costs a
+/// reader thread, and that thread's resident stack is whatever its deepest
+/// call ever touched, unless it is given back. So `read_loop` calls
+/// `sys::trim_stack` before it blocks, which drops every stack page below
+/// the loop's own frame. That only helps if the deep work happens *below*
+/// that frame: every step here (`handshake`, `open`, `read_loop`,
+/// `handle_incoming`, `close`, and `Hub::handle`) is a separate
+/// `#[inline(never)]` function, so an optimising build cannot fold their
+/// locals into the loop's frame, where no trim can reach them. Keep new
+/// per-message work inside `handle_incoming` or deeper. Guarded by
+/// tests/relay_idle_rss.rs: one test holds 2,000 idle agents and checks the
+/// relay's RSS growth per connection against a budget, another checks that
+/// these functions keep their markers.
 ///
-/// With `tls` (`--cert/--key`) the TLS handshake runs first, here on the
-/// connection's own thread, so a client stalling in it delays nobody else;
-/// it has [`crate::tls::HANDSHAKE_LIMIT`], and a client that does not speak
-/// TLS (plain `ws://`, HTTP) fails it and is dropped.
+/// With `tls` (`--cert/--key`) the TLS handshake runs first, inside
+/// `handshake`, on the connection's own thread, so a client stalling in it
+/// delays nobody else; it has [`crate::tls::HANDSHAKE_LIMIT`], and a client
+/// that does not speak TLS (plain `ws://`, HTTP) fails it and is dropped.
 pub fn serve(
     hub: Arc<Hub>,
     writer: &Writer,

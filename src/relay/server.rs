@@ -1,7 +1,7 @@
 //! The relay process: bind, accept on a named thread, one named reader
-//! thread per connection (`conn::serve`), the one writer thread
-//! (`writer`), a clean stop on SIGINT/SIGTERM, and the allowlist re-read on
-//! SIGHUP. Connections are bounded in total and per client address
+//! thread per connection (`conn::serve`), the writer threads (`writer`,
+//! one per core), a clean stop on SIGINT/SIGTERM, and the allowlist re-read
+//! on SIGHUP. Connections are bounded in total and per client address
 //! (IPv6: per /64). Nothing here runs on a timer, so an idle relay uses no CPU.
 
 use std::collections::HashMap;
@@ -23,11 +23,14 @@ use crate::ratelimit::client_key;
 use crate::sys;
 use crate::util::log_event;
 
-/// Writer threads. One: on the 2-core machine BENCHMARKS.md was measured
-/// on, two writers (sockets split between them) were no faster and cost
-/// a little more CPU per delivery; `sendmsg` itself is ~80% of the relay's
-/// CPU under load. More cores would be the reason to raise it.
-const WRITER_THREADS: usize = 1;
+/// Writer threads: one per core, at most 4 (sockets are split between
+/// them by token). Issue 13's A/B on the 2-core machine (BENCHMARKS.md):
+/// with 2 writers a broadcast to 500 agents reaches its last receiver in
+/// ~15 ms at p99 against ~30 ms with one, because the kernel's loopback
+/// send, most of the cost, then runs on both cores.
+fn writer_threads() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -137,6 +140,11 @@ fn seed() -> u64 {
 
 /// Runs the relay until SIGINT/SIGTERM.
 pub fn run(cfg: ServerConfig) -> io::Result<()> {
+    // Idle memory per connection (issue 13): why, at the function. Same
+    // pid; on failure the relay runs on with the caches.
+    if let Err(e) = sys::reexec_without_thread_caches() {
+        log_event("reexec_failed", json!({"error": e.to_string()}));
+    }
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals = sys::shutdown_signals();
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))?;
@@ -152,12 +160,13 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     );
 
     let hub = Arc::new(Hub::new(cfg.hub.clone(), seed()));
-    let writer = Writer::start(WRITER_THREADS)?;
+    let writer = Writer::start(writer_threads())?;
     let active = Arc::new(Active::default());
     {
         let hub = hub.clone();
         let active = active.clone();
         let cfg = cfg.clone();
+        let writer = writer.clone();
         thread::Builder::new()
             .name("relay-accept".into())
             .spawn(move || accept_loop(listener, hub, writer, active, &cfg))?;
@@ -176,7 +185,12 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     );
     hub.close_all();
     active.wait_idle(Duration::from_secs(2));
-    log_event("stopped", json!({}));
+    // Write batching, for the benchmark: frames written per sendmsg call.
+    let w = writer.stats();
+    log_event(
+        "stopped",
+        json!({"writer": {"sendmsg_calls": w.sends, "frames": w.frames}}),
+    );
     Ok(())
 }
 

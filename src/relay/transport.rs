@@ -25,6 +25,11 @@ impl Stream {
         }
     }
 
+    /// Wakes the reader and writer if they are blocked; both then fail.
+    pub fn shutdown(&self) {
+        let _ = self.tcp().shutdown(std::net::Shutdown::Both);
+    }
+
     /// The handle the hub keeps to shut the socket.
     pub fn shared(&self) -> SharedStream {
         SharedStream(self.tcp().clone())

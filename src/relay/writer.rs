@@ -1,11 +1,13 @@
-//! The relay's one writer thread: it owns the write side of every relay
-//! socket, so each socket has exactly one writer. Hub handlers and readers
-//! queue already-framed bytes ([`PeerQueue::try_send`], never blocking);
-//! the writer copies nothing, writes each peer's queue with one vectored,
-//! non-blocking `sendmsg`, and asks epoll to tell it when a full kernel
-//! buffer drains. A peer that stops reading fills its own bounded queue and
-//! is dropped by the hub; nobody else waits for it. Not here: reading
-//! (`conn`, `frame`) or what the bytes mean (`hub`).
+//! The relay's writer threads: a few (one per core, `server`), each owning
+//! the write side of its share of the relay's sockets, so each socket has
+//! exactly one writer. Hub handlers and readers queue already-framed bytes
+//! ([`PeerQueue::try_send`], never blocking); a writer copies nothing,
+//! writes all of a peer's queued frames with one vectored, non-blocking
+//! `sendmsg` (`sys::send_vectored_nonblocking`), and asks its epoll set to
+//! tell it when a full kernel buffer drains. A peer that stops reading
+//! fills its own bounded queue and is dropped by the hub; nobody else waits
+//! for it. Not here: reading (`conn`, `frame`) or what the bytes mean
+//! (`hub`). The system calls are `sys`'s safe wrappers.
 //!
 //! TLS (`wss://`): the writer still owns the socket. It seals each queued
 //! frame with the connection's [`TlsStream`] (encryption under that
@@ -14,14 +16,14 @@
 //! both. Alerts or key updates rustls queues while the reader decrypts go
 //! out with the next sealed frame (a relay answers pings, so that is soon).
 //!
-//! Why one thread instead of one per connection: a broadcast to N peers
-//! costs N `sendmsg` calls in one thread, not N futex wakes and context
-//! switches, and an idle connection costs no writer stack.
+//! Why a few threads instead of one per connection: a broadcast to N peers
+//! costs N `sendmsg` calls spread over the writers, not N futex wakes and
+//! context switches, and an idle connection costs no writer stack.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -31,6 +33,7 @@ use tungstenite::Bytes;
 
 use super::frame::ServerFrame;
 use super::outbox::{Outgoing, QueueFull, SendQueue};
+use crate::sys::{self, Epoll, EpollEvents, EventFd, Interest};
 use crate::tls::TlsStream;
 use crate::util::log_event;
 
@@ -78,8 +81,12 @@ enum Cmd {
 
 struct Shared {
     queue: Mutex<Vec<Cmd>>,
-    /// An eventfd the writer sleeps on (through epoll) when `queue` is empty.
-    wake: OwnedFd,
+    /// What the writer sleeps on (through epoll) when `queue` is empty.
+    wake: EventFd,
+    /// `sendmsg` calls made and frames fully written, published by the
+    /// writer after each round (for the write-batching figure).
+    sends: AtomicU64,
+    frames: AtomicU64,
 }
 
 impl Shared {
@@ -97,17 +104,18 @@ impl Shared {
         // Only the first command after the writer emptied the queue needs a
         // wake-up; the writer takes the whole queue each time it runs.
         if was_empty {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to an eventfd we own.
-            unsafe {
-                libc::write(
-                    self.wake.as_raw_fd(),
-                    &one as *const u64 as *const libc::c_void,
-                    8,
-                )
-            };
+            self.wake.notify();
         }
     }
+}
+
+/// Totals over every writer thread since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// `sendmsg` calls, including ones refused with "would block".
+    pub sends: u64,
+    /// Frames fully handed to the kernel.
+    pub frames: u64,
 }
 
 /// The handle to the writer threads; cheap to clone.
@@ -132,8 +140,8 @@ impl Writer {
     }
 
     /// Hands the write side of `stream` to a writer thread. Once `cap`
-    /// messages are queued and not yet written, sending through the outbox
-    /// fails.
+    /// messages are queued and not yet written, sending through the
+    /// returned queue fails.
     pub fn add(&self, stream: Arc<TcpStream>, cap: usize) -> PeerQueue {
         self.add_tls(stream, None, cap)
     }
@@ -152,38 +160,32 @@ impl Writer {
             shared,
         }
     }
+
+    /// What the writers have done so far.
+    pub fn stats(&self) -> WriterStats {
+        self.shards
+            .iter()
+            .fold(WriterStats::default(), |t, s| WriterStats {
+                sends: t.sends + s.sends.load(Ordering::Relaxed),
+                frames: t.frames + s.frames.load(Ordering::Relaxed),
+            })
+    }
 }
 
 fn start_one(n: usize) -> io::Result<Arc<Shared>> {
-    // SAFETY: plain syscalls; results are checked before use.
-    let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if wake < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `wake` is a fresh descriptor we own.
-    let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-    // SAFETY: as above.
-    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `epfd` is a fresh descriptor we own.
-    let epfd = unsafe { OwnedFd::from_raw_fd(epfd) };
-    epoll_ctl(
-        epfd.as_raw_fd(),
-        libc::EPOLL_CTL_ADD,
-        wake.as_raw_fd(),
-        libc::EPOLLIN as u32,
-        WAKE,
-    )?;
+    let wake = EventFd::new()?;
+    let epoll = Epoll::new()?;
+    epoll.add(wake.as_fd(), Interest::Readable, WAKE)?;
     let shared = Arc::new(Shared {
         queue: Mutex::new(Vec::new()),
         wake,
+        sends: AtomicU64::new(0),
+        frames: AtomicU64::new(0),
     });
     let loop_shared = shared.clone();
     thread::Builder::new()
         .name(format!("relay-writer-{n}"))
-        .spawn(move || write_loop(&loop_shared, epfd))?;
+        .spawn(move || write_loop(&loop_shared, epoll))?;
     Ok(shared)
 }
 
@@ -237,7 +239,7 @@ struct Peer {
     /// Bytes of `out[0]` already written.
     offset: usize,
     queued: Arc<AtomicUsize>,
-    /// Registered with epoll for EPOLLOUT (its kernel buffer was full).
+    /// Registered with epoll for writability (its kernel buffer was full).
     polling: bool,
     /// A close frame is queued: shut the socket once it is written.
     closing: bool,
@@ -260,47 +262,53 @@ fn wire(p: &Peer, frame: Bytes, close: bool) -> Option<Bytes> {
     Some(Bytes::from(records))
 }
 
-fn write_loop(shared: &Shared, epfd: OwnedFd) {
-    let epfd = epfd.as_raw_fd();
+/// The writer thread's side of the kernel: its epoll set, and counters.
+struct Io {
+    epoll: Epoll,
+    sends: u64,
+    frames: u64,
+}
+
+fn write_loop(shared: &Shared, epoll: Epoll) {
+    let mut io = Io {
+        epoll,
+        sends: 0,
+        frames: 0,
+    };
     let mut peers = Peers::default();
     let mut dirty: Vec<Token> = Vec::new();
     let mut cmds: Vec<Cmd> = Vec::new();
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut events = EpollEvents::with_capacity(256);
     loop {
-        // SAFETY: `events` outlives the call and its length is passed.
-        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        match io.epoll.wait(&mut events, None) {
+            Ok(ready) => {
+                for token in ready {
+                    if token == WAKE {
+                        shared.wake.reset();
+                    } else {
+                        dirty.push(token);
+                    }
+                }
             }
-            log_event("writer_failed", json!({"error": e.to_string()}));
-            return;
-        }
-        for ev in &events[..n as usize] {
-            if ev.u64 == WAKE {
-                let mut v: u64 = 0;
-                // SAFETY: reads 8 bytes into a live u64 (resets the eventfd).
-                unsafe {
-                    libc::read(
-                        shared.wake.as_raw_fd(),
-                        &mut v as *mut u64 as *mut libc::c_void,
-                        8,
-                    )
-                };
-            } else {
-                dirty.push(ev.u64);
+            Err(e) => {
+                log_event("writer_failed", json!({"error": e.to_string()}));
+                return;
             }
         }
         std::mem::swap(&mut *shared.lock(), &mut cmds);
+        // Every command of this round is applied before anything is
+        // written, so frames queued for one socket meanwhile go out
+        // together in one vectored write.
         for cmd in cmds.drain(..) {
-            apply(epfd, &mut peers, &mut dirty, cmd);
+            apply(&mut io, &mut peers, &mut dirty, cmd);
         }
         for id in dirty.drain(..) {
             if let Some(p) = peers.get_mut(&id) {
-                flush(epfd, id, p);
+                io.flush(id, p);
             }
         }
+        shared.sends.store(io.sends, Ordering::Relaxed);
+        shared.frames.store(io.frames, Ordering::Relaxed);
         // Give back the memory of a burst so an idle relay stays small.
         if cmds.capacity() > 4096 {
             cmds = Vec::new();
@@ -308,7 +316,7 @@ fn write_loop(shared: &Shared, epfd: OwnedFd) {
     }
 }
 
-fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
+fn apply(io: &mut Io, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
     match cmd {
         Cmd::Add(id, stream, queued, tls) => {
             peers.insert(
@@ -337,7 +345,7 @@ fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
             if let Some(p) = peers.get_mut(&id) {
                 let Some(bytes) = wire(p, bytes, false) else {
                     p.queued.fetch_sub(1, Ordering::Relaxed);
-                    kill(epfd, id, p);
+                    io.kill(p);
                     return;
                 };
                 if p.out.is_empty() {
@@ -350,7 +358,7 @@ fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
             if let Some(p) = peers.get_mut(&id) {
                 let Some(bytes) = wire(p, bytes, true) else {
                     p.queued.fetch_sub(1, Ordering::Relaxed);
-                    kill(epfd, id, p);
+                    io.kill(p);
                     return;
                 };
                 if p.out.is_empty() {
@@ -364,135 +372,107 @@ fn apply(epfd: RawFd, peers: &mut Peers, dirty: &mut Vec<Token>, cmd: Cmd) {
             if let Some(mut p) = peers.remove(&id) {
                 if !p.dead {
                     p.closing = true;
-                    flush(epfd, id, &mut p);
+                    io.flush(id, &mut p);
                 }
-                kill(epfd, id, &mut p);
+                io.kill(&mut p);
             }
         }
     }
 }
 
-/// Writes as much of `p.out` as the socket takes now.
-fn flush(epfd: RawFd, id: Token, p: &mut Peer) {
-    if p.dead {
-        return;
-    }
-    while !p.out.is_empty() {
-        match send_some(p) {
-            Ok(n) => consume(p, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && p.closing => {
-                // A peer that does not read its close frame gets no wait.
-                kill(epfd, id, p);
-                return;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !p.polling {
-                    let ev = libc::EPOLLOUT as u32;
-                    if epoll_ctl(epfd, libc::EPOLL_CTL_ADD, p.stream.as_raw_fd(), ev, id).is_err() {
-                        kill(epfd, id, p);
-                        return;
+impl Io {
+    /// Writes as much of `p.out` as the socket takes now.
+    fn flush(&mut self, id: Token, p: &mut Peer) {
+        if p.dead {
+            return;
+        }
+        while !p.out.is_empty() {
+            self.sends += 1;
+            match send_some(p) {
+                Ok(n) => self.frames += consume(p, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && p.closing => {
+                    // A peer that does not read its close frame gets no wait.
+                    self.kill(p);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !p.polling {
+                        if self
+                            .epoll
+                            .add(p.stream.as_fd(), Interest::Writable, id)
+                            .is_err()
+                        {
+                            self.kill(p);
+                            return;
+                        }
+                        p.polling = true;
                     }
-                    p.polling = true;
+                    return;
                 }
-                return;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                // The peer is gone; its reader sees the shutdown and
-                // tells the hub.
-                kill(epfd, id, p);
-                return;
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The peer is gone; its reader sees the shutdown and
+                    // tells the hub.
+                    self.kill(p);
+                    return;
+                }
             }
         }
+        if p.polling {
+            let _ = self.epoll.delete(p.stream.as_fd());
+            p.polling = false;
+        }
+        if p.out.capacity() > 16 {
+            p.out = VecDeque::new();
+        }
+        if p.closing {
+            self.kill(p);
+        }
     }
-    if p.polling {
-        let _ = epoll_ctl(epfd, libc::EPOLL_CTL_DEL, p.stream.as_raw_fd(), 0, id);
-        p.polling = false;
-    }
-    if p.out.capacity() > 16 {
+
+    /// Shuts the socket (waking its reader) and discards what is queued.
+    fn kill(&mut self, p: &mut Peer) {
+        if p.polling {
+            let _ = self.epoll.delete(p.stream.as_fd());
+            p.polling = false;
+        }
+        let _ = p.stream.shutdown(Shutdown::Both);
+        p.dead = true;
         p.out = VecDeque::new();
-    }
-    if p.closing {
-        kill(epfd, id, p);
+        p.offset = 0;
     }
 }
 
-/// One non-blocking vectored write of the front of the queue. The socket
-/// itself stays blocking for its reader; `MSG_DONTWAIT` makes only this
-/// call non-blocking, and `MSG_NOSIGNAL` turns a reset peer into an error
-/// instead of SIGPIPE.
+/// One non-blocking vectored write of the front of the queue: every queued
+/// frame (up to `MAX_IOV`) goes to the kernel in one call.
 fn send_some(p: &Peer) -> io::Result<usize> {
-    let mut iov: [libc::iovec; MAX_IOV] = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; MAX_IOV];
+    let mut iov = [IoSlice::new(&[]); MAX_IOV];
     let mut n = 0;
     for (i, chunk) in p.out.iter().take(MAX_IOV).enumerate() {
-        let part = if i == 0 {
-            &chunk[p.offset..]
-        } else {
-            &chunk[..]
-        };
-        iov[i] = libc::iovec {
-            iov_base: part.as_ptr() as *mut libc::c_void,
-            iov_len: part.len(),
-        };
+        iov[i] = IoSlice::new(if i == 0 { &chunk[p.offset..] } else { chunk });
         n = i + 1;
     }
-    // SAFETY: a zeroed msghdr is valid; it points at `iov`, whose entries
-    // point into chunks that `p.out` keeps alive for the call.
-    let sent = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_mut_ptr();
-        msg.msg_iovlen = n as _;
-        libc::sendmsg(
-            p.stream.as_raw_fd(),
-            &msg,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+    sys::send_vectored_nonblocking(p.stream.as_fd(), &iov[..n])
 }
 
-/// Drops the `n` bytes just written from the front of the queue.
-fn consume(p: &mut Peer, mut n: usize) {
+/// Drops the `n` bytes just written from the front of the queue; returns
+/// how many frames are now fully written.
+fn consume(p: &mut Peer, mut n: usize) -> u64 {
+    let mut done = 0;
     while n > 0 {
-        let Some(front) = p.out.front() else { return };
+        let Some(front) = p.out.front() else { break };
         let left = front.len() - p.offset;
         if n < left {
             p.offset += n;
-            return;
+            break;
         }
         n -= left;
         p.offset = 0;
         p.out.pop_front();
         p.queued.fetch_sub(1, Ordering::Relaxed);
+        done += 1;
     }
-}
-
-/// Shuts the socket (waking its reader) and discards what is queued.
-fn kill(epfd: RawFd, id: Token, p: &mut Peer) {
-    if p.polling {
-        let _ = epoll_ctl(epfd, libc::EPOLL_CTL_DEL, p.stream.as_raw_fd(), 0, id);
-        p.polling = false;
-    }
-    let _ = p.stream.shutdown(Shutdown::Both);
-    p.dead = true;
-    p.out = VecDeque::new();
-    p.offset = 0;
-}
-
-fn epoll_ctl(epfd: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: `ev` lives for the call; the kernel copies it.
-    if unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    done
 }
 
 #[cfg(test)]
@@ -544,6 +524,36 @@ mod tests {
         assert!(refused_at.is_some(), "the never-reading peer was refused");
         fast.try_send(text("after")).expect("still taken");
         assert_eq!(reader.next().ok(), Some(Incoming::Text("after".into())));
+    }
+
+    #[test]
+    fn frames_queued_for_one_socket_go_out_in_one_vectored_write() {
+        let (s, c) = pair();
+        let mut io = Io {
+            epoll: Epoll::new().expect("epoll"),
+            sends: 0,
+            frames: 0,
+        };
+        let queued = Arc::new(AtomicUsize::new(10));
+        let mut p = Peer {
+            stream: s,
+            out: (0..10)
+                .map(|i| ServerFrame::text(&format!("m{i}")).wire().clone())
+                .collect(),
+            offset: 0,
+            queued: queued.clone(),
+            polling: false,
+            closing: false,
+            dead: false,
+        };
+        io.flush(1, &mut p);
+        assert_eq!((io.sends, io.frames), (1, 10), "one sendmsg, ten frames");
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        assert!(p.out.is_empty());
+        let mut r = FrameReader::new(c, Role::Client, 1024);
+        for i in 0..10 {
+            assert_eq!(r.next().ok(), Some(Incoming::Text(format!("m{i}"))));
+        }
     }
 
     #[test]

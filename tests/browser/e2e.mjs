@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, readFileSync, existsSync, mkdirSync } from "node:f
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { createInterface } from "node:readline";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 import { Mcp, BIN, CHROMIUM, CHROMIUM_ARGS } from "./lib.mjs";
 
@@ -169,6 +170,72 @@ test("a page reload and a second device get the same state", async () => {
   while ((await (await fetch(new URL("/health", s.url))).json()).viewers !== 0) {
     assert.ok(Date.now() < gone, "closed tabs still counted");
     await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+// A page from another origin (another port on 127.0.0.1, and the same port
+// on 127.0.0.2) tries everything a cross-site page can: read the live state
+// over /ws, post events and snapshot answers the way the real page does,
+// and the CORS-free ways (text/plain, sendBeacon). It gets nothing.
+const EVIL = (target) => `<!doctype html><script>
+  const T = ${JSON.stringify(target)};
+  window.__results = {};
+  const ws = new WebSocket(T.replace("http", "ws") + "ws");
+  ws.onmessage = (e) => { window.__results.wsData = (window.__results.wsData || "") + e.data; };
+  ws.onopen = () => { window.__results.wsOpen = true; };
+  ws.onclose = ws.onerror = () => { window.__results.wsDone = true; };
+  const post = (path, type, extra) => fetch(T + path, { method: "POST", mode: "no-cors",
+      headers: { "Content-Type": type, ...(extra || {}) }, body: JSON.stringify({ name: "evil", data: "FORGED", viewer: "v1", key: "x" }) })
+    .then(() => "sent", (e) => "blocked: " + e.message);
+  Promise.all([
+    post("api/event", "text/plain"),
+    fetch(T + "api/event", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: "evil" }) })
+      .then(() => "sent", (e) => "blocked: " + e.message),
+    post("api/snapshot/0123456789abcdef01234567", "text/plain"),
+    Promise.resolve(navigator.sendBeacon(T + "api/event", JSON.stringify({ name: "evil" }))),
+  ]).then((r) => { window.__results.posts = r; });
+</script>`;
+
+test("a page from another origin can neither read the page nor post to it", async () => {
+  const s = await mcp.call("workbench_scaffold", { name: "e2e" });
+  const target = s.url;
+  const port = Number(new URL(target).port);
+  await mcp.call("workbench_state", { project: "e2e", template: "<p id='secret'>only for this page</p>" });
+  const before = await mcp.call("workbench_events", { project: "e2e", since: 0, limit: 1000 });
+  const real = await openPage(target);
+  const evilServer = (host, p) => new Promise((res, rej) => {
+    const srv = createServer((req, resp) => { resp.writeHead(200, { "Content-Type": "text/html" }); resp.end(EVIL(target)); });
+    srv.once("error", rej);
+    srv.listen(p, host, () => res(srv));
+  });
+  const servers = [await evilServer("127.0.0.1", 0), await evilServer("127.0.0.2", port)];
+  try {
+    for (const srv of servers) {
+      const a = srv.address();
+      const evil = await browser.newPage();
+      evil.setDefaultTimeout(15_000);
+      await evil.goto(`http://${a.address}:${a.port}/`);
+      await evil.waitForFunction(() => (window.__results.wsDone || window.__results.wsOpen) && window.__results.posts);
+      const r = await evil.evaluate(() => window.__results);
+      assert.equal(r.wsOpen, undefined, `the WebSocket opened from ${a.address}:${a.port}`);
+      assert.equal(r.wsData, undefined, "the page's state leaked cross-origin");
+      await evil.close();
+    }
+    // Nothing the evil pages sent was taken, and the snapshot is the real page's.
+    const after = await mcp.call("workbench_events", { project: "e2e", since: before.cursor, limit: 1000 });
+    assert.deepEqual(after.events.map((e) => e.name), [], "a cross-origin post was stored");
+    const snap = await mcp.call("workbench_snapshot", { project: "e2e" });
+    assert.match(snap.text, /only for this page/);
+    assert.doesNotMatch(JSON.stringify(snap), /FORGED/);
+    // The real page still answers.
+    await real.fill("#wb-message", "still here");
+    await real.press("#wb-message", "Enter");
+    await real.waitForSelector("#wb-toast.ok");
+    const mine = await mcp.call("workbench_events", { project: "e2e", since: before.cursor });
+    assert.deepEqual(mine.events.map((e) => e.data), [{ text: "still here" }]);
+  } finally {
+    for (const srv of servers) srv.close();
+    await real.close();
   }
 });
 

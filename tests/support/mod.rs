@@ -65,6 +65,30 @@ pub struct TempHome {
 }
 
 impl TempHome {
+    /// A new identity file (mode 0600) made by `workbench identity
+    /// --generate`, and the agent id (`@…`) it gives on a relay.
+    pub fn identity(&self, name: &str) -> (PathBuf, String) {
+        let file = self.path.join(format!("{name}.json"));
+        let out = self
+            .cmd()
+            .args(["identity", "--generate", "--name", name, "--file"])
+            .arg(&file)
+            .output()
+            .expect("run workbench identity");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&file).expect("read the identity file");
+        let v: Value = serde_json::from_str(&text).expect("identity JSON");
+        let pubkey = v["pubkey"].as_str().expect("pubkey");
+        (
+            file,
+            format!("@{}", workbench::relay::identity::agent_id(pubkey)),
+        )
+    }
+
     pub fn new(tag: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -98,20 +122,30 @@ impl TempHome {
 
 impl Drop for TempHome {
     fn drop(&mut self) {
-        // Stop any detached servers this test left behind, then clean up.
-        if let Ok(entries) = std::fs::read_dir(&self.path) {
-            for e in entries.flatten() {
-                if let Ok(text) = std::fs::read_to_string(e.path().join(".server.json")) {
-                    if let Some(pid) = serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| v["pid"].as_u64())
-                    {
-                        // Wait for it to finish, so it writes nothing (its
-                        // session end, a restored record) into a folder
-                        // being removed.
-                        if workbench::sys::terminate(pid as u32).is_ok() {
-                            workbench::sys::wait_pid_exit(pid as u32, Duration::from_secs(5));
-                        }
+        // Stop any detached servers and chat sessions this test left
+        // behind, then clean up.
+        let servers = std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(".server.json"));
+        let sessions = std::fs::read_dir(self.path.join(".chat"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(".session.json"));
+        let records: Vec<PathBuf> = servers.chain(sessions).collect();
+        for record in records {
+            if let Ok(text) = std::fs::read_to_string(record) {
+                if let Some(pid) = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["pid"].as_u64())
+                {
+                    // Wait for it to finish, so it writes nothing (its
+                    // session end, a restored record) into a folder
+                    // being removed.
+                    if workbench::sys::terminate(pid as u32).is_ok() {
+                        workbench::sys::wait_pid_exit(pid as u32, Duration::from_secs(5));
                     }
                 }
             }

@@ -29,11 +29,16 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(extra: &[&str]) -> Relay {
+        Relay::start_on(0, extra)
+    }
+
+    /// On a given port (0: any), e.g. to restart a relay in place.
+    pub fn start_on(port: u16, extra: &[&str]) -> Relay {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "relay",
             "--port",
-            "0",
+            &port.to_string(),
             "--host",
             "127.0.0.1",
             "--name",

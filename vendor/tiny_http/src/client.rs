@@ -6,8 +6,12 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::common::{HTTPVersion, Method};
+use crate::limits::Limits;
+use crate::util::refined_tcp_stream::Socket;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -34,6 +38,11 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // workbench patch: the shared socket (deadlines, closing) and the caps
+    // the request head is read against.
+    socket: Option<Arc<Socket>>,
+    limits: Limits,
 }
 
 /// Error that can happen when reading a request.
@@ -44,14 +53,21 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    // workbench patch:
+    /// Request line, header block or header count over its cap → 431.
+    HeadTooLarge,
+    /// Headers not complete within `header_timeout`, or cut off → 408.
+    HeadTimeout,
+    /// Nothing of a next request arrived: close without a word.
+    Idle,
+    /// Duplicate, conflicting or invalid Content-Length → 400.
+    BadLength(HTTPVersion),
 }
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
-        write_socket: RefinedTcpStream,
-        mut read_socket: RefinedTcpStream,
-    ) -> ClientConnection {
+    pub(crate) fn new(socket: Arc<Socket>, limits: Limits) -> ClientConnection {
+        let (mut read_socket, write_socket) = RefinedTcpStream::new(&socket);
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
 
@@ -65,6 +81,8 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            socket: Some(socket),
+            limits,
         }
     }
 
@@ -77,7 +95,14 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// Reads one CRLF-terminated line of the request head, at most `max`
+    /// bytes. `started` is set at the first byte of the request: from then
+    /// on reads are bounded by the header deadline (workbench patch).
+    fn read_next_line(
+        &mut self,
+        max: usize,
+        started: &mut Option<Instant>,
+    ) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -85,29 +110,62 @@ impl ClientConnection {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(Ok(b)) => b,
+                Some(Err(e)) if e.kind() == ErrorKind::TimedOut => {
+                    return Err(if started.is_some() {
+                        ReadError::HeadTimeout
+                    } else {
+                        ReadError::Idle
+                    })
+                }
+                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
+                None if started.is_none() => return Err(ReadError::Idle),
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+            if started.is_none() {
+                // A response that ended the connection wins over bytes the
+                // client kept sending after it.
+                if self.socket.as_ref().is_some_and(|s| s.is_closing()) {
+                    return Err(ReadError::Idle);
+                }
+                let now = Instant::now();
+                *started = Some(now);
+                if let Some(s) = &self.socket {
+                    s.set_deadline(Some(now + self.limits.header_timeout));
+                }
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::ReadIoError(IoError::new(
+                        ErrorKind::InvalidInput,
+                        "Header is not in ASCII",
+                    ))
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
 
             buf.push(byte);
+            if buf.len() > max {
+                return Err(ReadError::HeadTooLarge);
+            }
         }
     }
 
-    /// Reads a request from the stream.
-    /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let mut started = None;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let max = self.limits.max_request_line;
+                let line = self.read_next_line(max, &mut started)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -117,12 +175,18 @@ impl ClientConnection {
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
+                let mut header_bytes = 0usize;
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let left = self.limits.max_header_bytes.saturating_sub(header_bytes);
+                    let line = self.read_next_line(left, &mut started)?;
+                    header_bytes += line.len() + 2;
 
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= self.limits.max_headers {
+                        return Err(ReadError::HeadTooLarge);
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -135,13 +199,22 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+        // The head is complete: the body is read under the application's
+        // deadline (Request::set_read_deadline), or only the idle timeout.
+        if let Some(s) = &self.socket {
+            s.set_deadline(None);
+        }
 
         // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        let writer = self.sink.next().expect("the writer builder never ends");
 
         // follow-up for next potential request
-        let mut data_source = self.source.next().unwrap();
+        let mut data_source = self.source.next().expect("the reader builder never ends");
         std::mem::swap(&mut self.next_header_source, &mut data_source);
+
+        // a peer whose address could not be read is served without one
+        // (upstream unwrapped it)
+        let remote_addr = self.remote_addr.as_ref().ok().copied().flatten();
 
         // building the next reader
         let request = crate::request::new_request(
@@ -150,22 +223,33 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            remote_addr,
             data_source,
             writer,
+            self.socket.clone(),
         )
         .map_err(|e| {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
                 request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
+                    ReadError::ExpectationFailed(version.clone())
                 }
+                request::RequestCreationError::BadLength => ReadError::BadLength(version.clone()),
             }
         })?;
 
         // return the request
         Ok(request)
+    }
+
+    /// Answers an error with an empty body and ends the connection.
+    fn refuse(&mut self, status: u16, ver: HTTPVersion) {
+        use crate::{Header, Response, StatusCode};
+        let writer = self.sink.next().expect("the writer builder never ends");
+        let close = Header::from_bytes(&b"Connection"[..], &b"close"[..]).expect("valid header");
+        let response = Response::new_empty(StatusCode(status)).with_header(close);
+        response.raw_print(writer, ver, &[], false, None).ok();
     }
 }
 
@@ -185,49 +269,36 @@ impl Iterator for ClientConnection {
 
         loop {
             let rq = match self.read() {
+                // we don't know where the next request would start, so
+                // every error closes the connection
                 Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                    self.refuse(400, HTTPVersion(1, 1));
+                    return None;
                 }
-
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
+                Err(ReadError::WrongHeader(ver)) | Err(ReadError::BadLength(ver)) => {
+                    self.refuse(400, ver);
+                    return None;
                 }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
+                Err(ReadError::HeadTooLarge) => {
+                    self.refuse(431, HTTPVersion(1, 1));
+                    return None;
                 }
-
+                Err(ReadError::HeadTimeout) => {
+                    self.refuse(408, HTTPVersion(1, 1));
+                    return None;
+                }
                 Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
+                    self.refuse(417, ver);
+                    return None;
                 }
-
-                Err(ReadError::ReadIoError(_)) => return None,
+                Err(ReadError::Idle) | Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
+                let writer = self.sink.next().expect("the writer builder never ends");
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )

@@ -92,8 +92,6 @@
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
 
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
 
 use std::error::Error;
 use std::io::Error as IoError;
@@ -113,6 +111,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use limits::Limits;
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -122,7 +121,7 @@ mod common;
 mod connection;
 mod request;
 mod response;
-mod ssl;
+mod limits;
 mod test;
 mod util;
 
@@ -141,6 +140,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // workbench patch: counts open connections against the limits
+    gate: Arc<limits::Gate>,
 }
 
 enum Message {
@@ -203,21 +205,6 @@ impl Server {
     }
 
     /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
     #[cfg(unix)]
     #[inline]
     /// Shortcut for a UNIX socket server at a specific path
@@ -244,6 +231,30 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        if ssl_config.is_some() {
+            return Err("this build of tiny_http has no SSL support (workbench patch)".into());
+        }
+        Self::with_limits(listener, Limits::default())
+    }
+
+    /// workbench patch: a server that enforces `limits` (connection counts,
+    /// request-head caps and timeouts) before any request reaches the
+    /// application. See WORKBENCH-PATCH.md.
+    pub fn with_limits<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::with_limits_tls(listener, limits, None)
+    }
+
+    /// workbench patch: `with_limits`, serving HTTPS with `tls` (plain HTTP
+    /// then only to loopback peers; see util/refined_tcp_stream.rs). The
+    /// handshake runs on each connection's own thread, after admission.
+    pub fn with_limits_tls<L: Into<Listener>>(
+        listener: L,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -255,122 +266,86 @@ impl Server {
             (listener, local_addr)
         };
 
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
         // creating a task where server.accept() is continuously called
         // and ClientConnection objects are pushed in the messages queue
         let messages = MessagesQueue::with_capacity(8);
+        let gate = limits::Gate::new(&limits);
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            // workbench patch: one thread per connection instead of
-            // util::TaskPool, whose spawn() can queue a connection with no
-            // thread awake to take it (seen stalling requests for 5-10 s
-            // under bursts of connections).
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        let spawned = thread::Builder::new().name("http-conn".into()).spawn(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
+        let inside_gate = gate.clone();
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                // workbench patch: one thread per connection instead of
+                // util::TaskPool, whose spawn() can queue a connection with no
+                // thread awake to take it (seen stalling requests for 5-10 s
+                // under bursts of connections).
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    match server.accept() {
+                        Ok((sock, peer)) => {
+                            // workbench patch: admission before anything else;
+                            // a refused connection gets a canned 503 and is
+                            // closed, never queued.
+                            let permit = match inside_gate.admit(peer.map(|a| a.ip())) {
+                                Ok(p) => p,
+                                Err(_) => {
+                                    sock.refuse(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n");
+                                    continue;
+                                }
+                            };
+                            let socket =
+                                util::refined_tcp_stream::Socket::new(
+                                    sock,
+                                    limits.idle_timeout,
+                                    Some(permit),
+                                    tls.clone().map(util::refined_tcp_stream::Tls::new),
+                                );
+                            let client = ClientConnection::new(socket, limits.clone());
+                            let messages = inside_messages.clone();
+                            let spawned = thread::Builder::new()
+                                .name("http-conn".into())
+                                .spawn(move || {
                                     for rq in client {
                                         messages.push(rq.into());
                                     }
-                                }
+                                });
+                            // a failed spawn dropped the client: its
+                            // connection is closed and its permit freed
+                            if let Err(e) = spawned {
+                                log::error!("Error spawning a connection thread: {}", e);
                             }
-                        });
-                        if let Err(e) = spawned {
-                            log::error!("Error spawning a connection thread: {}", e);
                         }
-                    }
-
-                    // workbench patch: an accept error (EMFILE when out of
-                    // file descriptors, ECONNABORTED, ...) must not end the
-                    // accept loop for good; back off briefly and go on.
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        if inside_close_trigger.load(Relaxed) {
-                            break;
+                        // workbench patch: an accept error (EMFILE when out of
+                        // file descriptors, ECONNABORTED, ...) must not end the
+                        // accept loop for good; back off briefly and go on.
+                        Err(e) => {
+                            log::error!("Error accepting new client: {}", e);
+                            if inside_close_trigger.load(Relaxed) {
+                                break;
+                            }
+                            thread::sleep(std::time::Duration::from_millis(50));
                         }
-                        thread::sleep(std::time::Duration::from_millis(50));
                     }
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
+                log::debug!("Terminating accept thread");
+            })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            gate,
         })
     }
 
-    /// Returns an iterator for all the incoming requests.
-    ///
-    /// The iterator will return `None` if the server socket is shutdown.
+    /// workbench patch: connections open right now (upgraded ones included).
+    pub fn open_connections(&self) -> usize {
+        self.gate.open()
+    }
+
     #[inline]
     pub fn incoming_requests(&self) -> IncomingRequests<'_> {
         IncomingRequests { server: self }

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::util::refined_tcp_stream::Socket;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -74,6 +78,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // workbench patch: the connection's socket, for body deadlines and for
+    // ending the connection after a `Connection: close` response.
+    socket: Option<Arc<Socket>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -108,6 +116,11 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// workbench patch: duplicate, conflicting or invalid `Content-Length`,
+    /// or one beside `Transfer-Encoding` (RFC 9112 §6.3: a request-smuggling
+    /// vector) → 400.
+    BadLength,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -133,8 +146,9 @@ pub fn new_request<R, W>(
     version: HTTPVersion,
     headers: Vec<Header>,
     remote_addr: Option<SocketAddr>,
-    mut source_data: R,
+    source_data: R,
     writer: W,
+    socket: Option<Arc<Socket>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -146,16 +160,24 @@ where
         .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
         .map(|h| h.value.clone());
 
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+    // finding the content-length header (workbench patch: every one of
+    // them must agree and parse, and none may come with Transfer-Encoding)
+    let mut lengths = headers
+        .iter()
+        .filter(|h: &&Header| h.field.equiv("Content-Length"))
+        .map(|h| h.value.as_str().trim());
+    let content_length = match (lengths.next(), lengths.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(RequestCreationError::BadLength),
+        (Some(_), None) if transfer_encoding.is_some() => {
+            return Err(RequestCreationError::BadLength)
+        }
+        (Some(v), None) => {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestCreationError::BadLength);
+            }
+            Some(usize::from_str(v).map_err(|_| RequestCreationError::BadLength)?)
+        }
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -191,28 +213,10 @@ where
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            // workbench patch: no eager read of small bodies; the
+            // application decides from the headers before any body is read.
+            let (data_reader, _) = EqualReader::new(source_data, content_length, socket.clone());
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
@@ -238,6 +242,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        socket,
     })
 }
 
@@ -288,6 +293,14 @@ impl Request {
     /// Note that this is gathered from the socket. If you receive the request from a proxy,
     /// this function will return the address of the proxy and not the address of the actual
     /// user.
+    /// workbench patch: reads of the body fail with `TimedOut` after `at`
+    /// (None: only the idle timeout applies).
+    pub fn set_read_deadline(&self, at: Option<Instant>) {
+        if let Some(s) = &self.socket {
+            s.set_deadline(at);
+        }
+    }
+
     #[inline]
     pub fn remote_addr(&self) -> Option<&SocketAddr> {
         self.remote_addr.as_ref()
@@ -447,16 +460,31 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+        // workbench patch: a response that says `Connection: close` ends the
+        // connection: an unread body is not drained and not parsed as the
+        // next request.
+        let close = response
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close"));
+        if let Some(s) = &self.socket {
+            s.set_deadline(None);
+        }
 
-        Self::ignore_client_closing_errors(response.raw_print(
+        let printed = Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
             self.http_version.clone(),
             &self.headers,
             do_not_send_body,
             None,
-        ))?;
-
-        Self::ignore_client_closing_errors(writer.flush())
+        ));
+        let flushed = printed.and_then(|_| Self::ignore_client_closing_errors(writer.flush()));
+        if close {
+            if let Some(s) = &self.socket {
+                s.close();
+            }
+        }
+        flushed
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {

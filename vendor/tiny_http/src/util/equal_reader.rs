@@ -2,6 +2,13 @@ use std::io::Read;
 use std::io::Result as IoResult;
 use std::sync::mpsc::channel;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use crate::util::refined_tcp_stream::Socket;
+
+/// workbench patch: an unread rest of a body up to this size is drained so
+/// the connection can carry the next request; a bigger rest closes it.
+const DRAIN_MAX: usize = 64 << 10;
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
@@ -15,19 +22,25 @@ where
     reader: R,
     size: usize,
     last_read_signal: Sender<IoResult<()>>,
+    socket: Option<Arc<Socket>>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
+    pub(crate) fn new(
+        reader: R,
+        size: usize,
+        socket: Option<Arc<Socket>>,
+    ) -> (EqualReader<R>, Receiver<IoResult<()>>) {
         let (tx, rx) = channel();
 
         let r = EqualReader {
             reader,
             size,
             last_read_signal: tx,
+            socket,
         };
 
         (r, rx)
@@ -64,14 +77,25 @@ where
     R: Read,
 {
     fn drop(&mut self) {
+        // workbench patch: upstream allocated the whole rest at once (a
+        // `Content-Length: 10^18` aborted the process) and read it all.
         let mut remaining_to_read = self.size;
-
+        if remaining_to_read > DRAIN_MAX || self.socket.as_ref().is_some_and(|s| s.is_closing()) {
+            if let Some(s) = &self.socket {
+                s.close();
+            }
+            self.last_read_signal.send(Ok(())).ok();
+            return;
+        }
+        let mut buf = [0u8; 8 << 10];
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
+            let n = remaining_to_read.min(buf.len());
+            match self.reader.read(&mut buf[..n]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
+                    if let Some(s) = &self.socket {
+                        s.close();
+                    }
                     break;
                 }
                 Ok(0) => {
@@ -98,7 +122,7 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5, None);
 
             let mut string = String::new();
             equal_reader.read_to_string(&mut string).unwrap();
@@ -117,7 +141,7 @@ mod tests {
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5, None);
 
             let mut vec = [0];
             equal_reader.read_exact(&mut vec).unwrap();
