@@ -200,13 +200,49 @@ pub struct Validity {
 }
 
 impl Validity {
+    /// Reads `tbsCertificate.validity` (RFC 5280 §4.1) with the `der`
+    /// crate's reader, skipping every other field unparsed: the whole
+    /// x509-cert decoder cost binary size for two dates.
     pub fn of(cert: &CertificateDer<'_>) -> Result<Validity, String> {
-        use x509_cert::der::Decode;
-        let c = x509_cert::Certificate::from_der(cert.as_ref()).map_err(|e| e.to_string())?;
-        let v = &c.tbs_certificate.validity;
+        use der::asn1::{AnyRef, GeneralizedTime, UtcTime};
+        use der::{Decode, Reader, SliceReader, Tag, TagNumber};
+        fn time<'a, R: Reader<'a>>(r: &mut R) -> der::Result<u64> {
+            Ok(match r.peek_tag()? {
+                Tag::UtcTime => UtcTime::decode(r)?.to_unix_duration().as_secs(),
+                _ => GeneralizedTime::decode(r)?.to_unix_duration().as_secs(),
+            })
+        }
+        let bad = |e: der::Error| format!("not an X.509 certificate: {e}");
+        let mut r = SliceReader::new(cert.as_ref()).map_err(bad)?;
+        let validity = r
+            .sequence(|c| {
+                let v = c.sequence(|tbs| {
+                    let version = Tag::ContextSpecific {
+                        constructed: true,
+                        number: TagNumber::N0,
+                    };
+                    if tbs.peek_tag()? == version {
+                        AnyRef::decode(tbs)?;
+                    }
+                    AnyRef::decode(tbs)?; // serialNumber
+                    AnyRef::decode(tbs)?; // signature
+                    AnyRef::decode(tbs)?; // issuer
+                    let v = tbs.sequence(|v| Ok((time(v)?, time(v)?)))?;
+                    let rest = tbs.remaining_len();
+                    tbs.read_slice(rest)?;
+                    Ok(v)
+                })?;
+                let rest = c.remaining_len();
+                c.read_slice(rest)?;
+                Ok(v)
+            })
+            .map_err(bad)?;
+        if !r.is_finished() {
+            return Err("not an X.509 certificate: trailing data".into());
+        }
         Ok(Validity {
-            not_before: v.not_before.to_unix_duration().as_secs(),
-            not_after: v.not_after.to_unix_duration().as_secs(),
+            not_before: validity.0,
+            not_after: validity.1,
         })
     }
 

@@ -545,6 +545,7 @@ mod tests {
             polling: false,
             closing: false,
             dead: false,
+            tls: None,
         };
         io.flush(1, &mut p);
         assert_eq!((io.sends, io.frames), (1, 10), "one sendmsg, ten frames");
