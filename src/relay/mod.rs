@@ -25,5 +25,6 @@ pub mod proposals;
 pub mod protocol;
 pub mod server;
 pub mod signing;
+pub mod store;
 pub mod trust;
 pub mod writer;
