@@ -173,24 +173,30 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     crate::util::set_log_fields(common);
     // The store first: a second relay on one data directory, or damaged
     // data, stops here, before anything listens.
-    let (store, loaded): (Box<dyn Store>, _) = match &cfg.state {
-        StateMode::Ephemeral => (Box::new(Ephemeral), Vec::new()),
+    let (store, loaded, notes): (Box<dyn Store>, _, _) = match &cfg.state {
+        StateMode::Ephemeral => (Box::new(Ephemeral), Vec::new(), Vec::new()),
         StateMode::Durable(jc) => {
-            let (j, loaded) = Journal::open(jc.clone()).map_err(|e| io::Error::other(e.0))?;
-            (Box::new(j), loaded)
+            let (mut j, loaded) = Journal::open(jc.clone()).map_err(|e| io::Error::other(e.0))?;
+            let notes = j.take_notes();
+            (Box::new(j), loaded, notes)
         }
     };
-    log_event("state_opened", store.describe());
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))?;
     // Keepalive probes find peers that vanished; a send timeout bounds how
     // long a writer can sit on a peer that stopped reading.
     sys::tune_listener(listener.as_raw_fd(), 30_000, 10);
     let addr = listener.local_addr()?;
-    log_event(
-        "listening",
-        json!({"host": addr.ip().to_string(), "port": addr.port(), "name": cfg.hub.server_name,
-               "url": format!("ws://{addr}")}),
-    );
+    // Always the first line (the usage text promises it); it also says
+    // where state lives.
+    let mut listening = store.describe();
+    listening["host"] = json!(addr.ip().to_string());
+    listening["port"] = json!(addr.port());
+    listening["name"] = json!(cfg.hub.server_name);
+    listening["url"] = json!(format!("ws://{addr}"));
+    log_event("listening", listening);
+    for (event, fields) in notes {
+        log_event(event, fields);
+    }
 
     let hub = Arc::new(Hub::with_store(cfg.hub.clone(), seed(), store, loaded));
     let writer = Writer::start(writer_threads())?;

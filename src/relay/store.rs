@@ -277,6 +277,9 @@ pub struct Journal {
     buf: Vec<u8>,
     flusher: Option<Flusher>,
     compacting: Arc<AtomicBool>,
+    /// Log lines from opening (a dropped torn record), for the caller to
+    /// write once it has logged `listening` (always the first line).
+    notes: Vec<(&'static str, Value)>,
     _lock: File,
 }
 
@@ -535,6 +538,7 @@ impl Journal {
         let (snaps, journals) = generations(&dir).map_err(io_err)?;
         let snap = snaps.last().copied();
         let mut records = Vec::new();
+        let mut notes = Vec::new();
         let mut snapshot_bytes = 0;
         if let Some(s) = snap {
             let path = dir.join(snapshot_name(s));
@@ -551,13 +555,13 @@ impl Journal {
             let r = read_file(&path, last, false)?;
             if let Some(at) = r.torn {
                 let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                log_event(
+                notes.push((
                     "journal_torn_record_dropped",
                     json!({"file": path.display().to_string(), "offset": at,
                            "bytes_dropped": len.saturating_sub(at),
                            "why": "the last record was cut short, as by a crash mid-write; \
                                    it was never acknowledged"}),
-                );
+                ));
                 let f = OpenOptions::new().write(true).open(&path).map_err(io_err)?;
                 f.set_len(r.good_len).map_err(io_err)?;
                 f.sync_all().map_err(io_err)?;
@@ -600,10 +604,16 @@ impl Journal {
                 buf: Vec::with_capacity(4096),
                 flusher,
                 compacting: Arc::new(AtomicBool::new(false)),
+                notes,
                 _lock: lock,
             },
             records,
         ))
+    }
+
+    /// What opening found worth a log line (see `notes`).
+    pub fn take_notes(&mut self) -> Vec<(&'static str, Value)> {
+        std::mem::take(&mut self.notes)
     }
 
     fn write_buf(&mut self) -> io::Result<()> {

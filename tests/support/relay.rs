@@ -91,13 +91,17 @@ impl Relay {
         let sink = logs.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["event"] == "listening" {
-                        let _ = port_tx.send(v["port"].as_u64().unwrap_or(0) as u16);
-                    }
-                }
+                let port = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .filter(|v| v["event"] == "listening")
+                    .map(|v| v["port"].as_u64().unwrap_or(0) as u16);
+                // Kept before the port is announced: a test that started
+                // the relay sees the listening line in its logs.
                 sink.0.lock().unwrap().push(line);
                 sink.1.notify_all();
+                if let Some(p) = port {
+                    let _ = port_tx.send(p);
+                }
             }
         });
         // Ends early if the relay exits: the reader thread drops port_tx.
