@@ -726,6 +726,9 @@ impl SnapshotJob {
                         let _ = fs::remove_file(self.dir.join(journal_name(g)));
                     }
                 }
+                // Free for the next compaction before saying this one is
+                // done (a test waits for the line, then writes more).
+                self.done.store(false, Ordering::SeqCst);
                 log_event(
                     "journal_compacted",
                     json!({"snapshot": path.display().to_string(), "bytes": self.data.len()}),
@@ -733,12 +736,14 @@ impl SnapshotJob {
             }
             // The older files stay, so nothing is lost: the next start
             // loads them and the newer journal.
-            Err(e) => log_event(
-                "journal_compaction_failed",
-                json!({"snapshot": path.display().to_string(), "error": e.to_string()}),
-            ),
+            Err(e) => {
+                self.done.store(false, Ordering::SeqCst);
+                log_event(
+                    "journal_compaction_failed",
+                    json!({"snapshot": path.display().to_string(), "error": e.to_string()}),
+                );
+            }
         }
-        self.done.store(false, Ordering::SeqCst);
     }
 }
 
