@@ -149,7 +149,7 @@ fn main() {
 
     // A relay whose rate limit never throttles the benchmark.
     let mut relay = Command::new(&bin)
-        .args(["relay", "--host", "127.0.0.1", "--port", "0"])
+        .args(["relay", "--ephemeral", "--host", "127.0.0.1", "--port", "0"])
         .args(["--rate-burst", "1000000", "--rate-per-sec", "1000000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -79,7 +79,9 @@ trap stop_relay EXIT
 one() { # <which: rust|node> <label> <relay_load args...>
   local which=$1 label=$2; shift 2
   if [ "$which" = rust ]; then
-    target/release/workbench relay --host 127.0.0.1 --port 0 "${RATE[@]}" "${OURS[@]}" 2>"$OUT/$label.err" >/dev/null &
+    # --ephemeral: memory only, like the Node baseline (and never the
+    # real home's data dir); durable vs ephemeral: bench_relay_durable.sh.
+    target/release/workbench relay --ephemeral --host 127.0.0.1 --port 0 "${RATE[@]}" "${OURS[@]}" 2>"$OUT/$label.err" >/dev/null &
   else
     node scripts/node-relay/relay.mjs --host 127.0.0.1 --port 0 "${RATE[@]}" 2>"$OUT/$label.err" >/dev/null &
   fi

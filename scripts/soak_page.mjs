@@ -229,8 +229,10 @@ const rssEnd = procStatus("VmRSS");
 const alive = (() => { try { process.kill(pid, 0); return true; } catch { return false; } })();
 const health = await new Promise((res) => http.get({ host: "127.0.0.1", port, path: "/health", agent: false }, (r) => res(r.statusCode)).on("error", () => res(0)));
 
-const stored = new Set(readFileSync(join(home, "soak", "events.jsonl"), "utf8").split("\n").filter(Boolean)
-  .map((l) => { try { return JSON.parse(l).seq; } catch { return null; } }));
+// Every segment of the events log (events.jsonl, then events-NNNNNN.jsonl).
+const segments = readdirSync(join(home, "soak")).filter((f) => /^events(-\d+)?\.jsonl$/.test(f));
+const stored = new Set(segments.flatMap((f) => readFileSync(join(home, "soak", f), "utf8").split("\n"))
+  .filter(Boolean).map((l) => { try { return JSON.parse(l).seq; } catch { return null; } }));
 const missing = acked.filter((s) => !stored.has(s));
 const du = (dir) => readdirSync(dir).reduce((n, f) => {
   const p = join(dir, f); const st = statSync(p);

@@ -36,7 +36,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-target/release/workbench relay --host 127.0.0.1 --port 0 --name soak \
+target/release/workbench relay --ephemeral --host 127.0.0.1 --port 0 --name soak \
   --max-per-ip 100000 --ip-rate-burst 1000000 --ip-rate-per-sec 1000000 \
   2>"$OUT/relay.log" &
 RELAY=$!

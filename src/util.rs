@@ -288,12 +288,23 @@ impl<R: io::BufRead> Lines<R> {
     }
 }
 
+static LOG_FIELDS: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+
+/// Fields every later log line of this process carries (the relay's mode
+/// and node name). Set once; later calls are ignored.
+pub fn set_log_fields(fields: Map<String, Value>) {
+    let _ = LOG_FIELDS.set(fields);
+}
+
 /// One structured log line on stderr: `{"ts":…,"event":…, …fields}`.
 /// Never pass pushed content or message text here.
 pub fn log_event(event: &str, fields: Value) {
     let mut obj = Map::new();
     obj.insert("ts".into(), json!(rfc3339_now()));
     obj.insert("event".into(), json!(event));
+    if let Some(common) = LOG_FIELDS.get() {
+        obj.extend(common.clone());
+    }
     if let Value::Object(f) = fields {
         obj.extend(f);
     }

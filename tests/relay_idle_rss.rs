@@ -173,7 +173,7 @@ fn the_relay_runs_without_malloc_thread_caches_unless_told_otherwise() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut cmd = Command::new(support::BIN);
-    cmd.args(["relay", "--port", "0", "--host", "127.0.0.1"])
+    cmd.args(["relay", "--ephemeral", "--port", "0", "--host", "127.0.0.1"])
         .env("GLIBC_TUNABLES", "glibc.malloc.tcache_count=3")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

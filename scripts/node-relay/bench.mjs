@@ -19,7 +19,7 @@ const pid = Number(arg('--pid'));
 const reps = Number(arg('--reps', '3'));
 const idleCount = Number(arg('--idle', '5000'));
 const sustainSecs = Number(arg('--sustain-secs', '10'));
-const only = arg('--only', 'all'); // all | idle
+const only = arg('--only', 'all'); // all | idle | core
 const TICK_MS = 10; // /proc CPU times are in 1/100 s on Linux
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -149,6 +149,15 @@ async function idle(count = idleCount) {
 }
 
 const results = { url };
+if (only === 'core') {
+  // scripts/bench_relay_durable.sh: fan-out at 500 and sustained 200x200 only.
+  const runs = [];
+  for (let r = 0; r < reps; r++) runs.push(await fanout(500));
+  results.fanout_500 = { p50_ms: median(runs.map((x) => x.p50)), p99_ms: median(runs.map((x) => x.p99)), runs };
+  results.sustained = await sustained();
+  console.log(JSON.stringify(results));
+  process.exit(0);
+}
 if (only === 'idle') {
   results.idle = await idle();
   console.log(JSON.stringify(results));

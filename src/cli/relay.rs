@@ -8,17 +8,47 @@ use crate::ratelimit::Rate;
 use crate::relay::conn::Limits;
 use crate::relay::hub::{HubConfig, Quotas, TrustConfig};
 use crate::relay::proposals::StoreLimits;
-use crate::relay::server::{self, ServerConfig};
+use crate::relay::server::{self, ServerConfig, StateMode};
+use crate::relay::store::{self, Fsync, JournalConfig};
 use crate::relay::trust::Allowlist;
 
 pub const USAGE: &str = "\
-usage: workbench relay [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [--cert FILE --key FILE] [trust and quota options below]
+usage: workbench relay [--data-dir DIR | --ephemeral] [--fsync interval] [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [--cert FILE --key FILE] [trust and quota options below]
 
 Runs an AgentChat 0.3.0 compatible WebSocket relay: agents IDENTIFY, JOIN
 channels (#general and #agents exist from the start), send MSG to channels
 or to @agent ids, and get the last --buffer-size channel messages replayed
 when they join. Logs are JSON lines on stderr; the first is
-{\"event\":\"listening\",\"port\":…}. Stops cleanly on Ctrl-C / SIGTERM.
+{\"event\":\"listening\",\"port\":…}, and every line names the mode and the
+node (--name). Stops cleanly on Ctrl-C / SIGTERM. `GET /health` on the
+relay port answers JSON without a WebSocket upgrade (for load balancers:
+`curl http://HOST:6667/health`).
+
+modes and where state lives (docs/relay-state.md):
+  durable (default)    channels (invite-only status, creator, invites),
+                       each channel's replay buffer, proposals (status,
+                       history, expiry, signatures) and the id-to-key
+                       bindings are kept in a journal in the data
+                       directory, written before any client sees the
+                       change acknowledged: a restart or a kill -9 loses
+                       none of it. Connections, presence and rate buckets
+                       are not kept (clients reconnect and JOIN again).
+  --ephemeral          memory only, as AgentChat 0.3.0: a restart loses all
+  --cluster            not in this build (issue 14 section 2)
+
+durable state:
+  --data-dir DIR       where (default $XDG_STATE_HOME/workbench/relay, else
+                       ~/.local/state/workbench/relay); one relay per
+                       directory: a second is refused
+  --fsync POLICY       when the journal is forced to the disk itself:
+                       interval (default): within 1 s of a change; a power
+                       cut or kernel crash may lose that last second of
+                       acknowledged changes (a relay crash or kill -9 loses
+                       nothing). always: before each answer (survives a
+                       power cut; every change waits for the disk). never:
+                       when the kernel writes back (about 30 s).
+  --compact-at BYTES   compact the journal into a snapshot once it holds
+                       this much (default 16777216; at least 4096)
 
 options:
   --port N             TCP port (default 6667; 0 picks a free one)
@@ -77,6 +107,8 @@ tls (docs/tls.md):
 
 example:
   workbench relay --port 6667 --name lab-relay
+  workbench relay --ephemeral --port 7000
+  workbench relay --data-dir /var/lib/workbench-relay --fsync always
   workbench relay --require-proof --allow team-keys.txt --no-ephemeral
   workbench listen ws://localhost:6667 '#general'
 ";
@@ -170,6 +202,15 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
     let conn_per_sec = rate(&mut args, "--connect-rate-per-sec")?.unwrap_or(10.0);
     let cert: Option<std::path::PathBuf> = args.opt_value_from_str("--cert").map_err(&e)?;
     let key: Option<std::path::PathBuf> = args.opt_value_from_str("--key").map_err(&e)?;
+    let ephemeral = args.contains("--ephemeral");
+    let data_dir: Option<PathBuf> = args
+        .opt_value_from_os_str("--data-dir", |s| {
+            Ok::<_, std::convert::Infallible>(PathBuf::from(s))
+        })
+        .map_err(&e)?;
+    let fsync: Option<String> = args.opt_value_from_str("--fsync").map_err(&e)?;
+    let compact_at: Option<u64> = args.opt_value_from_str("--compact-at").map_err(&e)?;
+    let cluster: Option<String> = args.opt_value_from_str("--cluster").map_err(&e)?;
     finish(args, USAGE)?;
     let tls = match (cert, key) {
         (None, None) => None,
@@ -179,6 +220,50 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
                 .config,
         ),
         _ => return Err(usage_error(USAGE, "--cert and --key go together")),
+    };
+
+    if cluster.is_some() {
+        return Err(usage_error(
+            USAGE,
+            "--cluster is not in this build yet (issue 14 section 2); run one durable relay",
+        ));
+    }
+    let state = if ephemeral {
+        if data_dir.is_some() || fsync.is_some() || compact_at.is_some() {
+            return Err(usage_error(
+                USAGE,
+                "--ephemeral keeps nothing: it does not go with --data-dir, --fsync or --compact-at",
+            ));
+        }
+        StateMode::Ephemeral
+    } else {
+        let fsync = match fsync.as_deref() {
+            None => Fsync::Interval(store::FSYNC_INTERVAL),
+            Some(f) => Fsync::parse(f)
+                .ok_or_else(|| usage_error(USAGE, "--fsync must be always, interval or never"))?,
+        };
+        let compact_at = compact_at.unwrap_or(store::COMPACT_AT);
+        if compact_at < 4096 {
+            return Err(usage_error(USAGE, "--compact-at must be at least 4096"));
+        }
+        let dir = match data_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(usage_error(USAGE, "--data-dir must not be empty"))
+            }
+            Some(d) => d,
+            None => store::default_dir().ok_or_else(|| {
+                usage_error(
+                    USAGE,
+                    "no default data directory (neither XDG_STATE_HOME nor HOME is set): \
+                     give --data-dir DIR, or --ephemeral",
+                )
+            })?,
+        };
+        StateMode::Durable(JournalConfig {
+            dir,
+            fsync,
+            compact_at,
+        })
     };
 
     if name.is_empty() || name.len() > 64 {
@@ -286,6 +371,7 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
         max_per_ip,
         connect_rate: Rate::new(conn_burst, conn_per_sec),
         allow_file,
+        state,
         limits: Limits {
             max_message: max_frame,
             outbox,

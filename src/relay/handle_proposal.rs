@@ -82,6 +82,8 @@ impl From<ProposalError> for Refused {
 pub struct Routed {
     pub frame: String,
     pub notify: Option<String>,
+    /// The proposal that changed (for the journal).
+    pub id: String,
 }
 
 /// Checks and applies one proposal message. `raw` is the object as received
@@ -140,6 +142,7 @@ pub fn handle(
             Ok(Routed {
                 frame: p.proposal_frame(now),
                 notify: Some(to),
+                id: p.id.clone(),
             })
         }
         ProposalRequest::Accept {
@@ -185,6 +188,7 @@ fn routed(p: &super::proposals::Proposal, me: &str, now: u64) -> Routed {
             .response_frame(now)
             .expect("a proposal that just changed state has a response"),
         notify: (other != me).then(|| other.clone()),
+        id: p.id.clone(),
     }
 }
 

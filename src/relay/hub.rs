@@ -21,10 +21,11 @@ use super::frame::{ServerFrame, SharedStream};
 use super::handle_proposal::{self, Actor};
 use super::outbox::{Outgoing, SendQueue};
 use super::proposal_wire::ProposalRequest;
-use super::proposals::{ProposalStore, StoreLimits};
+use super::proposals::{Proposal, ProposalStore, StoreLimits};
 use super::protocol::{
     AgentId, AgentName, ChannelInfo, ChannelName, ClientMsg, ErrorCode, Refusal, ServerMsg, Target,
 };
+use super::store::{Ephemeral, Loaded, Record, SnapshotJob, Store};
 use super::trust::{self, Allowlist, Binding, Challenge, KeyBook, KeyBytes, Replay, SeenSigs};
 use super::{identity, signing};
 use crate::ratelimit::{KeyedLimiter, Rate, TokenBucket};
@@ -201,6 +202,8 @@ struct Channel {
     invite_only: bool,
     /// Made by CREATE_CHANNEL (the defaults are not, and are never freed).
     created: bool,
+    /// Who made it (kept in the journal; `None` for the defaults).
+    creator: Option<AgentId>,
     invited: HashSet<AgentId>,
     /// Member connections, in no particular order.
     members: Vec<ConnId>,
@@ -215,6 +218,7 @@ impl Channel {
         Channel {
             invite_only,
             created,
+            creator: None,
             invited: HashSet::new(),
             members: Vec::new(),
             replay: VecDeque::new(),
@@ -237,6 +241,9 @@ struct State {
     ip_limit: KeyedLimiter<IpAddr>,
     creates_by_agent: KeyedLimiter<AgentId>,
     creates_by_ip: KeyedLimiter<IpAddr>,
+    /// Where every acknowledged change is written before it is answered
+    /// (relay/store.rs): the journal, or nothing under `--ephemeral`.
+    store: Box<dyn Store>,
 }
 
 /// Work left for after the lock is released, and peers to drop.
@@ -248,6 +255,8 @@ struct Effects {
     kicked: Vec<ConnId>,
     shutdown: Vec<SharedStream>,
     logs: Vec<(&'static str, Value)>,
+    /// A compaction's snapshot, written after the lock is released.
+    snapshot: Option<SnapshotJob>,
 }
 
 pub struct Hub {
@@ -256,7 +265,19 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// A hub that keeps nothing (`--ephemeral`, and in-process tests).
     pub fn new(cfg: HubConfig, seed: u64) -> Hub {
+        Hub::with_store(cfg, seed, Box::new(Ephemeral), Vec::new())
+    }
+
+    /// A hub writing through `store`, starting from the state in `loaded`
+    /// (what the store read back at start, oldest first).
+    pub fn with_store(
+        cfg: HubConfig,
+        seed: u64,
+        store: Box<dyn Store>,
+        loaded: Vec<Loaded>,
+    ) -> Hub {
         let q = &cfg.quotas;
         let hourly = |n: f64| Rate::new(n, n / 3600.0);
         let per_hour = f64::from(q.channels_per_hour);
@@ -273,12 +294,17 @@ impl Hub {
             ip_limit: KeyedLimiter::new(q.ip_rate, LIMITER_KEYS, LIMITER_IDLE),
             creates_by_agent: KeyedLimiter::new(hourly(per_hour), LIMITER_KEYS, LIMITER_IDLE),
             creates_by_ip: KeyedLimiter::new(hourly(per_hour * 4.0), LIMITER_KEYS, LIMITER_IDLE),
+            store,
         };
         let now = Instant::now();
         for name in DEFAULT_CHANNELS {
             let name = ChannelName::parse(name).expect("default channel names are valid");
             st.channels
                 .insert(name, Channel::new(false, false, q.channel_rate, now));
+        }
+        if !loaded.is_empty() {
+            let counts = st.restore(&cfg, loaded);
+            log_event("state_restored", counts);
         }
         Hub {
             cfg,
@@ -338,6 +364,7 @@ impl Hub {
                 Err(r) => st.refuse(id, kind, &r, &mut fx),
             }
             st.reap(&mut fx);
+            st.maybe_compact(&self.cfg, &mut fx);
         }
         fx.finish();
     }
@@ -488,6 +515,15 @@ impl Hub {
         self.lock().conns.len()
     }
 
+    pub fn server_name(&self) -> &str {
+        &self.cfg.server_name
+    }
+
+    /// The store's mode and place (for logs and /health).
+    pub fn store_info(&self) -> Value {
+        self.lock().store.describe()
+    }
+
     /// What the relay holds, for the soak's log line and tests.
     pub fn census(&self) -> Value {
         let st = self.lock();
@@ -499,6 +535,24 @@ impl Hub {
 
 impl Effects {
     fn finish(self) {
+        if let Some(job) = self.snapshot {
+            // Its own thread: this connection's reader need not wait for
+            // a snapshot write. If no thread can start, write it here.
+            let job = std::sync::Arc::new(std::sync::Mutex::new(Some(job)));
+            let theirs = job.clone();
+            let spawned = std::thread::Builder::new()
+                .name("relay-compact".into())
+                .spawn(move || {
+                    if let Some(j) = theirs.lock().ok().and_then(|mut j| j.take()) {
+                        j.run();
+                    }
+                });
+            if spawned.is_err() {
+                if let Some(j) = job.lock().ok().and_then(|mut j| j.take()) {
+                    j.run();
+                }
+            }
+        }
         for s in self.shutdown {
             s.shutdown();
         }
@@ -523,6 +577,16 @@ fn rate_limited(what: &str) -> Refusal {
     Refusal::new(
         ErrorCode::RateLimited,
         format!("Rate limit exceeded ({what}); slow down"),
+    )
+}
+
+/// The journal refused a write: nothing changed, and the client is told.
+fn not_saved(e: &std::io::Error, fx: &mut Effects) -> Refusal {
+    fx.logs
+        .push(("journal_write_failed", json!({"error": e.to_string()})));
+    Refusal::new(
+        ErrorCode::StoreFailed,
+        format!("The relay could not save this change ({e}); nothing was changed, try again later"),
     )
 }
 
@@ -745,6 +809,16 @@ impl State {
             id: me.as_str(),
             pubkey: pubkey.as_deref(),
         };
+        let target = match &req {
+            ProposalRequest::Propose { .. } => None,
+            ProposalRequest::Accept { proposal_id, .. }
+            | ProposalRequest::Reject { proposal_id, .. }
+            | ProposalRequest::Complete { proposal_id, .. }
+            | ProposalRequest::Dispute { proposal_id, .. } => Some(proposal_id.clone()),
+        };
+        let before: Option<Proposal> = target
+            .as_deref()
+            .and_then(|t| self.proposals.by_id(t).cloned());
         let agents = &self.agents;
         let online = |a: &str| AgentId::parse(a).is_some_and(|a| agents.contains_key(&a));
         let routed =
@@ -757,6 +831,13 @@ impl State {
                         ));
                     }
                 })?;
+        // Kept before either party hears of it; undone if it cannot be.
+        if let Some(rec) = self.proposals.by_id(&routed.id).map(Proposal::to_record) {
+            if let Err(e) = self.store.append(&Record::Proposal(rec)) {
+                self.proposals.undo(&routed.id, before);
+                return Err(not_saved(&e, fx));
+            }
+        }
         // The signature verified: this connection holds the key.
         if let Some(a) = self.conns.get_mut(&id).and_then(|c| c.agent.as_mut()) {
             a.proven = true;
@@ -870,6 +951,7 @@ impl State {
                 "An agent with this identity is already connected",
             ));
         }
+        self.persist_binding(&aid, &key, fx)?;
         self.admit(cfg, id, aid, name, Some((pem, key)), false, fx);
         Ok(())
     }
@@ -885,6 +967,25 @@ impl State {
                     aid.as_str()
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Writes a first binding of `aid` to `key` to the journal, before the
+    /// WELCOME that makes it visible (`admit` then binds it in memory).
+    fn persist_binding(
+        &mut self,
+        aid: &AgentId,
+        key: &KeyBytes,
+        fx: &mut Effects,
+    ) -> Result<(), Refusal> {
+        if self.keys.check(aid.as_str(), key) == Binding::New {
+            self.store
+                .append(&Record::Bind {
+                    id: aid.as_str(),
+                    key,
+                })
+                .map_err(|e| not_saved(&e, fx))?;
         }
         Ok(())
     }
@@ -979,6 +1080,7 @@ impl State {
             )));
         }
         self.check_binding(&p.id, &p.key)?;
+        self.persist_binding(&p.id, &p.key, fx)?;
         if let Some(&holder) = self.agents.get(&p.id) {
             let holder_proven = self
                 .conns
@@ -1259,7 +1361,7 @@ impl State {
         // ts, which the signature covers, travels as sig_ts.
         let ts = now_ms();
         let sig_ts = sig.as_ref().and(client_ts);
-        let text: ServerFrame = ServerMsg::Msg {
+        let encoded = ServerMsg::Msg {
             from: from.as_str(),
             to: to.as_str(),
             content: &content,
@@ -1267,8 +1369,15 @@ impl State {
             sig_ts,
             replay: false,
         }
-        .encode(ts)
-        .into();
+        .encode(ts);
+        // A channel message joins the replay buffer, which is kept: on disk
+        // before any member (the sender included) sees it.
+        if matches!(to, Target::Channel(_)) && cfg.buffer_size > 0 {
+            self.store
+                .append(&Record::Msg { frame: &encoded })
+                .map_err(|e| not_saved(&e, fx))?;
+        }
+        let text: ServerFrame = encoded.into();
         if cfg.log_messages {
             fx.logs.push((
                 "msg",
@@ -1306,18 +1415,195 @@ impl State {
         Ok(())
     }
 
+    /// Compacts the journal when it asks: the whole state as records, here
+    /// under the lock (memory only, plus one file create); the snapshot
+    /// file is written after the lock is released (`Effects::finish`).
+    fn maybe_compact(&mut self, cfg: &HubConfig, fx: &mut Effects) {
+        if !self.store.wants_snapshot() {
+            return;
+        }
+        let snap = self.snapshot_lines(cfg);
+        match self.store.rotate(snap) {
+            Ok(job) => {
+                fx.logs.push((
+                    "journal_compacting",
+                    json!({"channels": self.channels.len(), "proposals": self.proposals.len(),
+                           "bindings": self.keys.len()}),
+                ));
+                fx.snapshot = job;
+            }
+            Err(e) => fx.logs.push((
+                "journal_compaction_failed",
+                json!({"error": e.to_string(), "kept": "the current journal"}),
+            )),
+        }
+    }
+
+    /// Everything lasting, as journal lines that rebuild it.
+    fn snapshot_lines(&self, cfg: &HubConfig) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, ch) in &self.channels {
+            if ch.created {
+                Record::Channel {
+                    name: name.as_str(),
+                    invite_only: ch.invite_only,
+                    creator: ch.creator.as_ref().map(AgentId::as_str),
+                }
+                .encode_line(&mut out);
+            }
+            let mut invited: Vec<&AgentId> = ch.invited.iter().collect();
+            invited.sort();
+            for a in invited {
+                Record::Invite {
+                    channel: name.as_str(),
+                    agent: a.as_str(),
+                }
+                .encode_line(&mut out);
+            }
+            if cfg.buffer_size > 0 {
+                for m in &ch.replay {
+                    let frame = ServerMsg::Msg {
+                        from: m.from.as_str(),
+                        to: name.as_str(),
+                        content: &m.content,
+                        sig: m.sig.as_deref(),
+                        sig_ts: m.sig_ts,
+                        replay: false,
+                    }
+                    .encode(m.ts);
+                    Record::Msg { frame: &frame }.encode_line(&mut out);
+                }
+            }
+        }
+        for (id, key) in self.keys.iter() {
+            Record::Bind { id, key }.encode_line(&mut out);
+        }
+        for p in self.proposals.iter() {
+            Record::Proposal(p.to_record()).encode_line(&mut out);
+        }
+        out
+    }
+
+    /// Applies what the store read back at start, oldest first. Records
+    /// that name nothing known (a message for a channel that is gone) are
+    /// counted and skipped. Signed channel messages still in their window
+    /// are remembered again, so a replay of one is still refused.
+    fn restore(&mut self, cfg: &HubConfig, loaded: Vec<Loaded>) -> Value {
+        let now = Instant::now();
+        let ms = now_ms();
+        let (mut records, mut skipped) = (0usize, 0usize);
+        for rec in loaded {
+            records += 1;
+            let applied = match rec {
+                Loaded::Channel {
+                    name,
+                    invite_only,
+                    creator,
+                } => ChannelName::parse(&name).map(|n| {
+                    let mut ch = Channel::new(invite_only, true, cfg.quotas.channel_rate, now);
+                    ch.creator = creator.as_deref().and_then(AgentId::parse);
+                    // As at CREATE_CHANNEL: the creator is on the list.
+                    if let (true, Some(c)) = (invite_only, &ch.creator) {
+                        ch.invited.insert(c.clone());
+                    }
+                    self.channels.insert(n, ch);
+                }),
+                Loaded::Invite { channel, agent } => {
+                    let ch = ChannelName::parse(&channel).and_then(|n| self.channels.get_mut(&n));
+                    match (ch, AgentId::parse(&agent)) {
+                        (Some(ch), Some(a)) => {
+                            ch.invited.insert(a);
+                            Some(())
+                        }
+                        _ => None,
+                    }
+                }
+                Loaded::Drop { channel } => ChannelName::parse(&channel)
+                    .filter(|n| self.channels.get(n).is_some_and(|c| c.created))
+                    .map(|n| {
+                        self.channels.remove(&n);
+                    }),
+                Loaded::Msg(v) => self.restore_msg(cfg, &v),
+                Loaded::Proposal(v) => Proposal::from_record(&v)
+                    .ok()
+                    .map(|p| self.proposals.restore(p, ms)),
+                Loaded::Bind { id, key } => {
+                    self.keys.bind(&id, key, |_| false);
+                    Some(())
+                }
+            };
+            if applied.is_none() {
+                skipped += 1;
+            }
+        }
+        let window = cfg.trust.ts_window_ms;
+        for ch in self.channels.values() {
+            for m in &ch.replay {
+                if let (Some(sig), Some(ts)) = (&m.sig, m.sig_ts) {
+                    let _ = self.seen.admit(sig, ts.saturating_add(window), ms);
+                }
+            }
+        }
+        self.proposals.sweep(ms);
+        let created = self.channels.values().filter(|c| c.created).count();
+        let replay: usize = self.channels.values().map(|c| c.replay.len()).sum();
+        json!({"records": records, "skipped": skipped, "channels_created": created,
+               "replay_messages": replay, "proposals": self.proposals.len(),
+               "bindings": self.keys.len()})
+    }
+
+    fn restore_msg(&mut self, cfg: &HubConfig, v: &Value) -> Option<()> {
+        let name = ChannelName::parse(v["to"].as_str()?)?;
+        let stored = Stored {
+            from: AgentId::parse(v["from"].as_str()?)?,
+            content: v["content"].as_str()?.to_string(),
+            sig: v["sig"].as_str().map(str::to_string),
+            sig_ts: v["sig_ts"].as_u64(),
+            ts: v["ts"].as_u64()?,
+        };
+        let ch = self.channels.get_mut(&name)?;
+        if cfg.buffer_size == 0 {
+            return Some(());
+        }
+        while ch.replay.len() >= cfg.buffer_size {
+            ch.replay.pop_front();
+        }
+        ch.replay.push_back(stored);
+        Some(())
+    }
+
     /// Frees created channels nobody has been in for `channel_idle`.
     fn free_idle_channels(&mut self, cfg: &HubConfig, fx: &mut Effects) {
         let now = Instant::now();
         let idle = cfg.quotas.channel_idle;
         let before = self.channels.len();
-        self.channels.retain(|_, ch| {
-            !(ch.created
-                && ch.members.is_empty()
-                && ch
-                    .empty_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= idle))
-        });
+        let idle: Vec<ChannelName> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| {
+                ch.created
+                    && ch.members.is_empty()
+                    && ch
+                        .empty_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= idle)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in idle {
+            // Freed only once the journal knows, or it would come back.
+            let rec = Record::Drop {
+                channel: name.as_str(),
+            };
+            match self.store.append(&rec) {
+                Ok(()) => {
+                    self.channels.remove(&name);
+                }
+                Err(e) => {
+                    let _ = not_saved(&e, fx);
+                    break;
+                }
+            }
+        }
         let freed = before - self.channels.len();
         if freed > 0 {
             fx.logs.push((
@@ -1368,7 +1654,15 @@ impl State {
                 )));
             }
         }
+        self.store
+            .append(&Record::Channel {
+                name: channel.as_str(),
+                invite_only,
+                creator: Some(agent_id.as_str()),
+            })
+            .map_err(|e| not_saved(&e, fx))?;
         let mut ch = Channel::new(invite_only, true, cfg.quotas.channel_rate, now);
+        ch.creator = Some(agent_id.clone());
         if invite_only {
             ch.invited.insert(agent_id.clone());
         }
@@ -1421,7 +1715,16 @@ impl State {
             ));
         }
         // An invitation tells the invitee with a MSG: it costs like one.
+        let new = !ch.invited.contains(&target);
         self.charge(cfg, id, true)?;
+        if new {
+            self.store
+                .append(&Record::Invite {
+                    channel: channel.as_str(),
+                    agent: target.as_str(),
+                })
+                .map_err(|e| not_saved(&e, fx))?;
+        }
         if let Some(ch) = self.channels.get_mut(&channel) {
             ch.invited.insert(target.clone());
         }

@@ -25,6 +25,7 @@ pub mod proposals;
 pub mod protocol;
 pub mod server;
 pub mod signing;
+pub mod store;
 pub mod transport;
 pub mod trust;
 pub mod writer;

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::protocol::ServerMsg;
 
@@ -318,6 +318,91 @@ impl Proposal {
     }
 }
 
+impl Proposal {
+    /// The whole proposal as a journal record (relay/store.rs): its fields,
+    /// status and every signed step so far.
+    pub fn to_record(&self) -> Value {
+        let accept = |a: &Acceptance| json!({"sig": a.sig, "payment_code": a.payment_code});
+        let settle = |s: &Settlement| json!({"by": s.by, "at": s.at, "sig": s.sig, "note": s.note});
+        let state = match &self.state {
+            State::Pending => json!({"status": "pending"}),
+            State::Expired => json!({"status": "expired"}),
+            State::Rejected { sig, reason } => {
+                json!({"status": "rejected", "sig": sig, "reason": reason})
+            }
+            State::Accepted(a) => json!({"status": "accepted", "accept": accept(a)}),
+            State::Completed(a, s) => {
+                json!({"status": "completed", "accept": accept(a), "settle": settle(s)})
+            }
+            State::Disputed(a, s) => {
+                json!({"status": "disputed", "accept": accept(a), "settle": settle(s)})
+            }
+        };
+        json!({"id": self.id, "from": self.from, "to": self.to, "task": self.task,
+               "amount": self.amount, "currency": self.currency,
+               "payment_code": self.payment_code, "terms": self.terms,
+               "expires": self.expires, "created_at": self.created_at,
+               "updated_at": self.updated_at, "sig": self.sig, "state": state})
+    }
+
+    /// The inverse of [`Proposal::to_record`]; `Err` names what is missing.
+    pub fn from_record(v: &Value) -> Result<Proposal, String> {
+        let s = |v: &Value, k: &str| -> Result<String, String> {
+            v[k].as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("proposal record without \"{k}\""))
+        };
+        let n = |v: &Value, k: &str| -> Result<u64, String> {
+            v[k].as_u64()
+                .ok_or_else(|| format!("proposal record without \"{k}\""))
+        };
+        let st = &v["state"];
+        let accept = |st: &Value| -> Result<Acceptance, String> {
+            let a = &st["accept"];
+            Ok(Acceptance {
+                sig: s(a, "sig")?,
+                payment_code: a["payment_code"].clone(),
+            })
+        };
+        let settle = |st: &Value| -> Result<Settlement, String> {
+            let x = &st["settle"];
+            Ok(Settlement {
+                by: s(x, "by")?,
+                at: n(x, "at")?,
+                sig: s(x, "sig")?,
+                note: x["note"].clone(),
+            })
+        };
+        let state = match st["status"].as_str() {
+            Some("pending") => State::Pending,
+            Some("expired") => State::Expired,
+            Some("rejected") => State::Rejected {
+                sig: s(st, "sig")?,
+                reason: st["reason"].clone(),
+            },
+            Some("accepted") => State::Accepted(accept(st)?),
+            Some("completed") => State::Completed(accept(st)?, settle(st)?),
+            Some("disputed") => State::Disputed(accept(st)?, settle(st)?),
+            other => return Err(format!("proposal record with status {other:?}")),
+        };
+        Ok(Proposal {
+            id: s(v, "id")?,
+            from: s(v, "from")?,
+            to: s(v, "to")?,
+            task: s(v, "task")?,
+            amount: v["amount"].clone(),
+            currency: v["currency"].clone(),
+            payment_code: v["payment_code"].clone(),
+            terms: v["terms"].clone(),
+            expires: v["expires"].as_u64(),
+            created_at: n(v, "created_at")?,
+            updated_at: n(v, "updated_at")?,
+            sig: s(v, "sig")?,
+            state,
+        })
+    }
+}
+
 /// `x || null`: JavaScript's falsy values become null.
 pub fn or_null(v: Option<&Value>) -> Value {
     match v {
@@ -582,6 +667,43 @@ impl ProposalStore {
         p.state = State::Disputed(acceptance, settlement(agent, sig, reason, now));
         p.updated_at = now;
         Ok(p)
+    }
+
+    /// The proposal with this id as stored (no expiry applied), for the
+    /// journal.
+    pub fn by_id(&self, id: &str) -> Option<&Proposal> {
+        self.proposals.get(id)
+    }
+
+    /// Every proposal held, for a snapshot.
+    pub fn iter(&self) -> impl Iterator<Item = &Proposal> {
+        self.proposals.values()
+    }
+
+    /// Puts back a proposal read from the journal (replacing an older
+    /// version of it), remembering its signature against replays. Past
+    /// `max_total`, finished ones are evicted as `create` would.
+    pub fn restore(&mut self, p: Proposal, now: u64) {
+        if !self.used.contains(&p.sig) {
+            self.remember_sig(&p.sig);
+        }
+        if !self.proposals.contains_key(&p.id) {
+            let _ = self.make_room(now);
+        }
+        self.proposals.insert(p.id.clone(), p);
+    }
+
+    /// Undoes a change the journal could not record: puts `before` back
+    /// (or forgets `id` if it did not exist).
+    pub fn undo(&mut self, id: &str, before: Option<Proposal>) {
+        match before {
+            Some(p) => {
+                self.proposals.insert(id.to_string(), p);
+            }
+            None => {
+                self.proposals.remove(id);
+            }
+        }
     }
 
     /// Sweeps if the last sweep was `SWEEP_EVERY_MS` ago or more. The relay

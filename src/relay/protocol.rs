@@ -47,6 +47,9 @@ pub enum ErrorCode {
     TimestampOutOfWindow,
     /// A relay-wide or per-channel bound was reached (channels, invites).
     LimitReached,
+    /// Issue 14: the relay could not write the change to its journal (a full
+    /// or failing disk); nothing was changed.
+    StoreFailed,
 }
 
 impl ErrorCode {
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::ReplayDetected => "REPLAY_DETECTED",
             ErrorCode::TimestampOutOfWindow => "TIMESTAMP_OUT_OF_WINDOW",
             ErrorCode::LimitReached => "LIMIT_REACHED",
+            ErrorCode::StoreFailed => "STORE_FAILED",
         }
     }
 }

@@ -3,6 +3,9 @@
 //! one per core), a clean stop on SIGINT/SIGTERM, and the allowlist re-read
 //! on SIGHUP. Connections are bounded in total and per client address
 //! (IPv6: per /64). Nothing here runs on a timer, so an idle relay uses no CPU.
+//! Before anything listens, the state store is opened (`store`: the data
+//! directory is locked and its journal loaded, or `--ephemeral`). A plain
+//! `GET /health` on the relay port is answered as HTTP (issue 14 §3).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -17,6 +20,7 @@ use serde_json::json;
 
 use super::conn::{self, Limits};
 use super::hub::{Hub, HubConfig};
+use super::store::{Ephemeral, Journal, JournalConfig, Store};
 use super::trust::Allowlist;
 use super::writer::Writer;
 use crate::ratelimit::client_key;
@@ -44,10 +48,28 @@ pub struct ServerConfig {
     pub connect_rate: crate::ratelimit::Rate,
     /// `--allow FILE`, re-read on SIGHUP.
     pub allow_file: Option<PathBuf>,
+    /// Where lasting state goes.
+    pub state: StateMode,
     pub limits: Limits,
     pub hub: HubConfig,
     /// `--cert/--key`: serve `wss://` (TLS on every connection).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// `--ephemeral`, or the durable default with its data directory.
+#[derive(Debug, Clone)]
+pub enum StateMode {
+    Ephemeral,
+    Durable(JournalConfig),
+}
+
+impl StateMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StateMode::Ephemeral => "ephemeral",
+            StateMode::Durable(_) => "durable",
+        }
+    }
 }
 
 /// Counts live connections, in total and per client address; the last one
@@ -147,19 +169,42 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     }
     // Before any thread exists, so every thread inherits the blocked mask.
     let signals = sys::shutdown_signals();
+    let mut common = serde_json::Map::new();
+    common.insert("mode".into(), json!(cfg.state.name()));
+    common.insert("node".into(), json!(cfg.hub.server_name));
+    crate::util::set_log_fields(common);
+    // The store first: a second relay on one data directory, or damaged
+    // data, stops here, before anything listens.
+    let (store, loaded, notes): (Box<dyn Store>, _, _) = match &cfg.state {
+        StateMode::Ephemeral => (Box::new(Ephemeral), Vec::new(), Vec::new()),
+        StateMode::Durable(jc) => {
+            let (mut j, loaded) = Journal::open(jc.clone()).map_err(|e| io::Error::other(e.0))?;
+            let notes = j.take_notes();
+            (Box::new(j), loaded, notes)
+        }
+    };
     let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))?;
     // Keepalive probes find peers that vanished; a send timeout bounds how
     // long a writer can sit on a peer that stopped reading.
     sys::tune_listener(listener.as_raw_fd(), 30_000, 10);
     let addr = listener.local_addr()?;
-    log_event(
-        "listening",
-        json!({"host": addr.ip().to_string(), "port": addr.port(), "name": cfg.hub.server_name,
-               "url": format!("{}://{addr}", if cfg.tls.is_some() { "wss" } else { "ws" }),
-               "tls": cfg.tls.is_some()}),
-    );
+    // Always the first line (the usage text promises it); it also says
+    // where state lives.
+    let mut listening = store.describe();
+    listening["host"] = json!(addr.ip().to_string());
+    listening["port"] = json!(addr.port());
+    listening["name"] = json!(cfg.hub.server_name);
+    listening["url"] = json!(format!(
+        "{}://{addr}",
+        if cfg.tls.is_some() { "wss" } else { "ws" }
+    ));
+    listening["tls"] = json!(cfg.tls.is_some());
+    log_event("listening", listening);
+    for (event, fields) in notes {
+        log_event(event, fields);
+    }
 
-    let hub = Arc::new(Hub::new(cfg.hub.clone(), seed()));
+    let hub = Arc::new(Hub::with_store(cfg.hub.clone(), seed(), store, loaded));
     let writer = Writer::start(writer_threads())?;
     let active = Arc::new(Active::default());
     {
@@ -259,7 +304,9 @@ fn accept_loop(
             .stack_size(512 * 1024)
             .spawn(move || {
                 let _slot = slot;
-                conn::serve(hub, &writer, stream, limits, tls.as_ref());
+                if !answer_health(&stream, &hub) {
+                    conn::serve(hub, &writer, stream, limits, tls.as_ref());
+                }
             });
         if let Err(e) = spawned {
             log_event("spawn_failed", json!({"error": e.to_string()}));
@@ -338,4 +385,53 @@ fn refuse(mut stream: TcpStream, over: Over, cfg: &ServerConfig, log_gate: &mut 
         return;
     }
     let _ = stream.write_all(response.as_bytes());
+}
+
+/// A load balancer's check (issue 14 §3): `GET /health` without an
+/// `Upgrade` header gets `200` and a small JSON body, then the connection
+/// closes. Anything else (every WebSocket upgrade, /health included) is
+/// left unread for the handshake. Decided from one peek at what the client
+/// sent first: a request line split across segments is not recognised and
+/// fails as a handshake would.
+fn answer_health(stream: &TcpStream, hub: &Hub) -> bool {
+    let mut head = [0u8; 2048];
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(n) = stream.peek(&mut head) else {
+        return false;
+    };
+    let head = &head[..n];
+    if !(head.starts_with(b"GET /health ") || head.starts_with(b"GET /health?")) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    if text.contains("\nupgrade:") {
+        return false;
+    }
+    // Take the request off the socket (what was peeked, and the rest of
+    // its head, bounded), so closing does not reset the connection.
+    let mut s = stream;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < 16 * 1024 && !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match io::Read::read(&mut s, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    let mut body = hub.store_info();
+    body["ok"] = json!(true);
+    body["service"] = json!("workbench-relay");
+    body["node"] = json!(hub.server_name());
+    body["version"] = json!(env!("CARGO_PKG_VERSION"));
+    body["pid"] = json!(std::process::id());
+    body["connections"] = json!(hub.connections());
+    let body = format!("{body}\n");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(response.as_bytes());
+    let _ = s.flush();
+    true
 }

@@ -118,6 +118,13 @@ impl KeyBook {
         self.keys.len()
     }
 
+    /// Every binding, oldest first (for the relay's journal snapshot).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &KeyBytes)> {
+        self.order
+            .iter()
+            .filter_map(|id| Some((id.as_str(), self.keys.get(id)?)))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

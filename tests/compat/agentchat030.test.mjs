@@ -58,7 +58,7 @@ const clients = new Set();
 before(async () => {
   assert.ok(fs.existsSync(BIN), `${BIN} missing: run cargo build first`);
   const tlsArgs = TLS ? ['--cert', TLS.cert, '--key', TLS.key] : [];
-  relay = spawn(BIN, ['relay', '--host', '127.0.0.1', '--port', '0', '--name', 'compat-relay', ...tlsArgs], {
+  relay = spawn(BIN, ['relay', '--ephemeral', '--host', '127.0.0.1', '--port', '0', '--name', 'compat-relay', ...tlsArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const port = await new Promise((resolve, reject) => {
@@ -672,7 +672,7 @@ t('a keyed 0.3.0 client signs every MSG, DMs included, and every one is delivere
 });
 
 t('under --require-proof: a keyed 0.3.0 client gets a clear ERROR, a key-less one works', async () => {
-  const strict = spawn(BIN, ['relay', '--host', '127.0.0.1', '--port', '0', '--name', 'strict', '--require-proof'], {
+  const strict = spawn(BIN, ['relay', '--ephemeral', '--host', '127.0.0.1', '--port', '0', '--name', 'strict', '--require-proof'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   try {

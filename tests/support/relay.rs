@@ -1,6 +1,8 @@
 //! The relay's clients: start the real binary on 127.0.0.1 with port 0,
 //! read the port back from its `listening` log line, and talk to it with
-//! real tungstenite clients.
+//! real tungstenite clients. Every relay started here keeps its state in a
+//! temp data directory of its own (removed on drop) unless the test passes
+//! `--ephemeral` or its own `--data-dir`: no test writes into the real home.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -25,6 +27,8 @@ pub struct Relay {
     /// Every stderr line after `listening`, and a condition variable
     /// notified per line (so a test can wait for one without polling).
     pub logs: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// The temp data directory made for it, removed on drop.
+    own_dir: Option<std::path::PathBuf>,
 }
 
 impl Relay {
@@ -32,43 +36,100 @@ impl Relay {
         Relay::start_on(0, extra)
     }
 
-    /// On a given port (0: any), e.g. to restart a relay in place.
+    /// On a given port (0: any), e.g. to restart a relay in place. Its
+    /// state goes to a fresh temp data directory unless `extra` chooses.
     pub fn start_on(port: u16, extra: &[&str]) -> Relay {
+        let chosen = extra
+            .iter()
+            .any(|a| *a == "--ephemeral" || *a == "--data-dir" || a.starts_with("--data-dir="));
+        if chosen {
+            return Relay::spawn(port, extra, None);
+        }
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "wb-relay-data-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            workbench::util::now_ms()
+        ));
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let mut args: Vec<&str> = vec!["--data-dir", &dir_arg];
+        args.extend_from_slice(extra);
+        Relay::spawn(port, &args, Some(dir.clone()))
+    }
+
+    /// Starts a relay, or returns what it printed if it exits instead of
+    /// listening (a refused data directory, a usage error).
+    pub fn try_start(extra: &[&str]) -> Result<Relay, (Option<i32>, String)> {
+        Relay::try_start_on(0, extra)
+    }
+
+    fn try_start_on(port: u16, extra: &[&str]) -> Result<Relay, (Option<i32>, String)> {
         let mut cmd = Command::new(BIN);
-        cmd.args([
-            "relay",
-            "--port",
-            &port.to_string(),
-            "--host",
-            "127.0.0.1",
-            "--name",
-            "test-relay",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        cmd.args(["relay", "--port", &port.to_string(), "--host", "127.0.0.1"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn relay");
+        Relay::wait_listening(cmd.spawn().expect("spawn relay"))
+    }
+
+    /// A relay the test spawned itself (its own environment), stderr piped;
+    /// panics if it does not listen.
+    pub fn from_child(child: Child) -> Relay {
+        match Relay::wait_listening(child) {
+            Ok(r) => r,
+            Err((code, text)) => panic!("relay did not start (exit {code:?}):\n{text}"),
+        }
+    }
+
+    fn wait_listening(mut child: Child) -> Result<Relay, (Option<i32>, String)> {
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (port_tx, port_rx) = mpsc::channel();
         let sink = logs.clone();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["event"] == "listening" {
-                        let _ = port_tx.send(v["port"].as_u64().unwrap_or(0) as u16);
-                    }
-                }
+                let port = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .filter(|v| v["event"] == "listening")
+                    .map(|v| v["port"].as_u64().unwrap_or(0) as u16);
+                // Kept before the port is announced: a test that started
+                // the relay sees the listening line in its logs.
                 sink.0.lock().unwrap().push(line);
                 sink.1.notify_all();
+                if let Some(p) = port {
+                    let _ = port_tx.send(p);
+                }
             }
         });
-        let port = port_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("relay printed its listening line");
-        Relay { child, port, logs }
+        // Ends early if the relay exits: the reader thread drops port_tx.
+        match port_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(port) => Ok(Relay {
+                child,
+                port,
+                logs,
+                own_dir: None,
+            }),
+            Err(_) => {
+                let code = child.wait().ok().and_then(|s| s.code());
+                let text = logs.0.lock().unwrap().join("\n");
+                Err((code, text))
+            }
+        }
+    }
+
+    fn spawn(port: u16, extra: &[&str], own_dir: Option<std::path::PathBuf>) -> Relay {
+        let mut args = vec!["--name", "test-relay"];
+        args.extend_from_slice(extra);
+        match Relay::try_start_on(port, &args) {
+            Ok(mut r) => {
+                r.own_dir = own_dir;
+                r
+            }
+            Err((code, text)) => panic!("relay did not start (exit {code:?}):\n{text}"),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -108,6 +169,9 @@ impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.own_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
