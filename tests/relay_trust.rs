@@ -730,11 +730,16 @@ fn our_cli_passes_against_a_require_proof_relay() {
 #[test]
 fn reconnect_churn_and_refusal_floods_are_cut_off() {
     let _w = watchdog(Duration::from_secs(60));
+    // The floods below send up to 300 requests before reading: an outbox
+    // deeper than that keeps a lagging writer (a loaded machine) from
+    // dropping the client as slow, which is not what this test is about.
     let relay = Relay::start(&[
         "--connect-rate-burst",
         "4",
         "--connect-rate-per-sec",
         "0.001",
+        "--outbox",
+        "1024",
     ]);
     // One connection that keeps asking for what it was just refused: after
     // 200 refusals in a row it is told so and closed.
