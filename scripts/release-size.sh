@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the static release binary and reports its size against the 3 MiB
+# Builds the static release binary and reports its size against the 4 MiB
 # target. Uses its own target dir so it never disturbs a debug build.
 #
 #   scripts/release-size.sh            # build, then report
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-gnu
 TARGET_DIR=${TARGET_DIR:-target/release-size}
-LIMIT=$((3 * 1024 * 1024))
+LIMIT=$((4 * 1024 * 1024))
 
 # --target is required: with it, RUSTFLAGS apply to our code only, not to
 # build scripts and proc macros (which cannot be static).
@@ -28,9 +28,9 @@ echo
 echo "binary:  $BIN"
 echo "size:    $BYTES bytes ($MIB MiB)"
 if [ "$BYTES" -le "$LIMIT" ]; then
-  echo "target:  <= 3 MiB ($LIMIT bytes): OK"
+  echo "target:  <= 4 MiB ($LIMIT bytes): OK"
 else
-  echo "target:  <= 3 MiB ($LIMIT bytes): OVER by $((BYTES - LIMIT)) bytes"
+  echo "target:  <= 4 MiB ($LIMIT bytes): OVER by $((BYTES - LIMIT)) bytes"
 fi
 echo "file:    $(file -b "$BIN" 2>/dev/null || echo 'file(1) not installed')"
 echo -n "ldd:     "
