@@ -8,10 +8,12 @@
 //! Each test file uses only part of this, hence the `allow`s.
 #![allow(dead_code, unused_imports)]
 
+pub mod keys;
 pub mod mcp;
 pub mod page;
 pub mod relay;
 
+pub use keys::*;
 pub use mcp::*;
 pub use page::*;
 pub use relay::*;
