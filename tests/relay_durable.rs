@@ -10,89 +10,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use support::{watchdog, Relay, TempHome, Ws, BIN};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-struct Key {
-    signing: SigningKey,
-    pem: String,
-    id: String,
-}
-
-impl Key {
-    fn new() -> Key {
-        let mut seed = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut seed)
-            .unwrap();
-        Key::from_signing(SigningKey::from_bytes(&seed))
-    }
-
-    fn from_signing(signing: SigningKey) -> Key {
-        let pem = signing
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        let digest = Sha256::digest(pem.as_bytes());
-        let id: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        Key {
-            signing,
-            pem,
-            id: format!("@{id}"),
-        }
-    }
-
-    fn sign(&self, text: &str) -> String {
-        base64::engine::general_purpose::STANDARD
-            .encode(self.signing.sign(text.as_bytes()).to_bytes())
-    }
-
-    fn msg(&self, to: &str, content: &str) -> Value {
-        let ts = now_ms();
-        let text = format!(
-            "{{\"to\":{},\"content\":{},\"ts\":{ts}}}",
-            Value::from(to),
-            Value::from(content)
-        );
-        json!({"type":"MSG","to":to,"content":content,"ts":ts,"sig":self.sign(&text)})
-    }
-
-    /// A PROPOSAL with no amount or currency, expiring in `expires` s.
-    fn proposal(&self, to: &str, task: &str, expires: i64) -> Value {
-        let text = format!("{to}|{task}||||{expires}");
-        json!({"type":"PROPOSAL","to":to,"task":task,"expires":expires,"sig":self.sign(&text)})
-    }
-
-    fn act(&self, kind: &str, id: &str, field: &str, value: Option<&str>) -> Value {
-        let text = format!("{kind}|{id}|{}", value.unwrap_or(""));
-        let mut m = json!({"type": kind, "proposal_id": id, "sig": self.sign(&text)});
-        m[field] = value.map_or(Value::Null, |v| json!(v));
-        m
-    }
-}
-
-fn keyed(relay: &Relay, name: &str, key: &Key) -> Ws {
-    let mut ws = relay.client();
-    ws.send(json!({"type":"IDENTIFY","name":name,"pubkey":key.pem}));
-    let w = ws.expect("WELCOME");
-    assert_eq!(w["agent_id"], key.id.as_str());
-    ws
-}
+use support::{keyed, now_ms, watchdog, Key, Relay, TempHome, Ws, BIN};
 
 /// A data directory removed on drop.
 struct DataDir(PathBuf);

@@ -7,102 +7,18 @@
 
 mod support;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use support::{watchdog, Relay, Ws, BIN};
+use support::{keyed, now_ms, watchdog, Key, Relay, Ws, BIN};
 use tungstenite::Message;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// An Ed25519 key with its canonical PEM and AgentChat id.
-struct Key {
-    signing: SigningKey,
-    pem: String,
-    id: String,
-}
-
-impl Key {
-    fn new() -> Key {
-        let mut seed = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .unwrap()
-            .read_exact(&mut seed)
-            .unwrap();
-        Key::from_signing(SigningKey::from_bytes(&seed))
-    }
-
-    fn from_signing(signing: SigningKey) -> Key {
-        let pem = signing
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        let digest = Sha256::digest(pem.as_bytes());
-        let id: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        Key {
-            signing,
-            pem,
-            id: format!("@{id}"),
-        }
-    }
-
-    fn sign(&self, text: &str) -> String {
-        base64::engine::general_purpose::STANDARD
-            .encode(self.signing.sign(text.as_bytes()).to_bytes())
-    }
-
-    /// A MSG as a 0.3.0 client with this key sends it: ts now, sig over
-    /// JSON.stringify({to, content, ts}).
-    fn msg(&self, to: &str, content: &str) -> Value {
-        self.msg_at(to, content, now_ms())
-    }
-
-    fn msg_at(&self, to: &str, content: &str, ts: u64) -> Value {
-        let text = format!(
-            "{{\"to\":{},\"content\":{},\"ts\":{ts}}}",
-            Value::from(to),
-            Value::from(content)
-        );
-        json!({"type":"MSG","to":to,"content":content,"ts":ts,"sig":self.sign(&text)})
-    }
-
-    /// The VERIFY_IDENTITY answering `challenge`, signed by this key.
-    fn answer(&self, challenge: &Value) -> Value {
-        let ts = now_ms();
-        let text = format!(
-            "AGENTCHAT_AUTH|{}|{}|{ts}",
-            challenge["nonce"].as_str().unwrap(),
-            challenge["challenge_id"].as_str().unwrap()
-        );
-        json!({"type":"VERIFY_IDENTITY","challenge_id":challenge["challenge_id"],
-               "signature":self.sign(&text),"timestamp":ts})
-    }
-}
 
 /// IDENTIFY with a pubkey, as 0.3.0 sends it (no `prove`).
 fn identify_030(ws: &mut Ws, name: &str, key: &Key) {
     ws.send(json!({"type":"IDENTIFY","name":name,"pubkey":key.pem}));
-}
-
-/// A keyed agent welcomed in the default mode; returns the WELCOME.
-fn keyed(relay: &Relay, name: &str, key: &Key) -> Ws {
-    let mut ws = relay.client();
-    identify_030(&mut ws, name, key);
-    let w = ws.expect("WELCOME");
-    assert_eq!(w["agent_id"], key.id.as_str());
-    ws
 }
 
 /// A keyed agent that proved its key through the CHALLENGE exchange.

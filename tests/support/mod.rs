@@ -9,11 +9,13 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod keys;
 pub mod mcp;
 pub mod page;
 pub mod relay;
 
 pub use certs::*;
+pub use keys::*;
 pub use mcp::*;
 pub use page::*;
 pub use relay::*;
