@@ -46,11 +46,10 @@ COPY src ./src
 COPY static ./static
 # `workbench deploy --dockerfile` writes this file, embedded at build time.
 COPY Dockerfile ./
-# --target keeps +crt-static away from build scripts and proc macros.
+# The same static build that scripts/release-size.sh measures.
+COPY scripts/release-build.sh ./scripts/
 RUN rustup target add "$TARGET" \
- && RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --release --locked --target "$TARGET" \
- && cp "target/$TARGET/release/workbench" /workbench \
+ && cp "$(scripts/release-build.sh "$TARGET")" /workbench \
  && mkdir -p /empty-home/workbench
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -5,9 +5,8 @@
 #   scripts/release-size.sh            # build, then report
 #   TARGET_DIR=/tmp/x scripts/release-size.sh
 #
-# The release profile (Cargo.toml) already sets lto, codegen-units=1,
-# strip and panic=abort; this adds a statically linked glibc (+crt-static)
-# so the one file can be copied onto lab machines and into a scratch image.
+# The build itself (profile, static glibc, link flags) is
+# scripts/release-build.sh, which the Dockerfile runs too.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,12 +14,7 @@ TARGET=x86_64-unknown-linux-gnu
 TARGET_DIR=${TARGET_DIR:-target/release-size}
 LIMIT=$((4 * 1024 * 1024))
 
-# --target is required: with it, RUSTFLAGS apply to our code only, not to
-# build scripts and proc macros (which cannot be static).
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$TARGET" --target-dir "$TARGET_DIR"
-
-BIN="$TARGET_DIR/$TARGET/release/workbench"
+BIN=$(scripts/release-build.sh "$TARGET" "$TARGET_DIR")
 BYTES=$(stat -c %s "$BIN")
 MIB=$(awk -v b="$BYTES" 'BEGIN { printf "%.2f", b / 1048576 }')
 

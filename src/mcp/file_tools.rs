@@ -15,7 +15,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::page::{files, sniff};
 use crate::project::Project;
@@ -422,10 +421,7 @@ fn image_block(
     }
     let bytes = fs::read(&real).ok()?;
     let kind = sniff::sniff(&bytes);
-    let sha: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = crate::relay::identity::sha256_hex(&bytes);
     if !kind.is_raster_image() || Some(sha.as_str()) != file.get("sha256")?.as_str() {
         return None;
     }

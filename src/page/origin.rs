@@ -93,10 +93,7 @@ pub fn app_key(token: &str) -> String {
     let mut h = Sha1::new();
     h.update(b"workbench-app-viewer\0");
     h.update(token.as_bytes());
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::util::hex(&h.finalize()[..16])
 }
 
 /// This machine's host name, without a libc call.

@@ -22,7 +22,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::http::{reply_error, Head, Reply};
 use super::sniff::{self, Kind};
@@ -436,7 +435,7 @@ fn copy_body(
         r.close = true;
         r
     };
-    let mut hasher = Sha256::new();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 64 << 10];
     let mut first: Vec<u8> = Vec::new();
     let mut kind = None;
@@ -490,11 +489,7 @@ fn copy_body(
             k
         }
     };
-    let sha: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = crate::util::hex(hasher.finish().as_ref());
     Ok((sha, kind))
 }
 

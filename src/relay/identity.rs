@@ -1,7 +1,8 @@
 //! Ed25519 identities as AgentChat 0.3.0 keeps them: the identity file
 //! (`{"name","pubkey","privkey","created"}`, SPKI and PKCS#8 PEM), the stable
 //! agent id derived from the public key, and signing and verifying the texts
-//! `signing` builds. All cryptography is ed25519-dalek's and sha2's.
+//! `signing` builds. All cryptography (Ed25519, SHA-256) is ring's, the
+//! provider rustls already links for TLS: one implementation in the binary.
 //!
 //! Not here: what text a message signs (`signing`), or the relay's use of ids.
 
@@ -13,13 +14,68 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
-};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+/// The DER of an Ed25519 SubjectPublicKeyInfo up to the key (RFC 8410 §4:
+/// SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING (32 bytes) }). DER has
+/// one encoding per value and RFC 8410 forbids parameters, so this prefix and
+/// 32 bytes are the whole of every valid Ed25519 SPKI.
+const SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+/// The DER of a version 1 PKCS#8 Ed25519 private key up to the 32-byte seed
+/// (RFC 8410 §7): what Node's `export({type:'pkcs8'})` writes.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// An Ed25519 public key: its 32 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// The canonical PEM text: what Node's
+    /// `createPublicKey().export({type:'spki',format:'pem'})` writes.
+    pub fn to_pem(&self) -> String {
+        let mut der = SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&self.0);
+        pem("PUBLIC KEY", &der)
+    }
+
+    pub fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+}
+
+/// PEM armour as Node and OpenSSL write it: base64 in 64-column lines, LF,
+/// a trailing newline.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The DER inside PEM armour labelled `label`, read as leniently as Node
+/// reads it (surrounding whitespace, CRLF, any line length).
+fn unpem(text: &str, label: &str) -> Result<Vec<u8>, String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = text
+        .trim()
+        .strip_prefix(begin.as_str())
+        .and_then(|r| r.strip_suffix(end.as_str()))
+        .ok_or_else(|| format!("not a PEM {} ({begin} … {end})", label.to_lowercase()))?;
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD
+        .decode(b64)
+        .map_err(|_| format!("a PEM {} with bad base64", label.to_lowercase()))
+}
 
 /// Where 0.3.0 users keep their identity: `~/.agentchat/identity.json`.
 pub fn default_path() -> Option<PathBuf> {
@@ -38,40 +94,38 @@ pub fn fingerprint(pubkey_pem: &str) -> String {
     hex_prefix(pubkey_pem, 16)
 }
 
+/// SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::util::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
 fn hex_prefix(text: &str, len: usize) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..len].to_string()
+    let mut hex = sha256_hex(text.as_bytes());
+    hex.truncate(len);
+    hex
 }
 
 /// An Ed25519 public key from SPKI PEM (`-----BEGIN PUBLIC KEY-----`), as
 /// IDENTIFY carries it. The armour is read as leniently as Node's
 /// `createPublicKey` reads it (surrounding whitespace, CRLF, any line
-/// length); the DER inside must be an Ed25519 SPKI with a valid curve point.
-/// Anything else (another algorithm, a private key, bad base64) is refused.
-pub fn parse_pubkey(pem: &str) -> Result<VerifyingKey, String> {
-    const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
-    const END: &str = "-----END PUBLIC KEY-----";
+/// length); the DER inside must be an Ed25519 SPKI. Anything else (another
+/// algorithm, a private key, bad base64) is refused.
+pub fn parse_pubkey(pem: &str) -> Result<PublicKey, String> {
     if pem.len() > 4096 {
         return Err("public key PEM is too long".into());
     }
-    let body = pem
-        .trim()
-        .strip_prefix(BEGIN)
-        .and_then(|r| r.strip_suffix(END))
-        .ok_or("not a PEM public key (-----BEGIN PUBLIC KEY----- … -----END PUBLIC KEY-----)")?;
-    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = STANDARD
-        .decode(b64)
-        .map_err(|_| "a PEM public key with bad base64".to_string())?;
-    VerifyingKey::from_public_key_der(&der)
-        .map_err(|e| format!("not an Ed25519 public key in SPKI form ({e})"))
+    let der = unpem(pem, "PUBLIC KEY")?;
+    match der.strip_prefix(&SPKI_PREFIX[..]) {
+        Some(key) if key.len() == 32 => Ok(PublicKey(key.try_into().expect("32 bytes"))),
+        _ => Err("not an Ed25519 public key in SPKI form".into()),
+    }
 }
 
 /// Checks a base64 Ed25519 signature over `text`. Standard alphabet, padding
-/// optional (0.3.0 sends it padded). Strict verification: rejects
-/// non-canonical signatures and weak keys, which no honest signer produces.
-pub fn verify(key: &VerifyingKey, text: &str, sig_b64: &str) -> bool {
+/// optional (0.3.0 sends it padded). ring's verification (BoringSSL's code)
+/// refuses a non-canonical `S` and a key that is not a curve point; a
+/// signature only verifies for the key that made it.
+pub fn verify(key: &PublicKey, text: &str, sig_b64: &str) -> bool {
     let bytes = match STANDARD.decode(sig_b64) {
         Ok(b) => b,
         Err(_) => match STANDARD_NO_PAD.decode(sig_b64) {
@@ -79,10 +133,24 @@ pub fn verify(key: &VerifyingKey, text: &str, sig_b64: &str) -> bool {
             Err(_) => return false,
         },
     };
-    let Ok(sig) = Signature::from_slice(&bytes) else {
-        return false;
-    };
-    key.verify_strict(text.as_bytes(), &sig).is_ok()
+    bytes.len() == 64
+        && UnparsedPublicKey::new(&ED25519, &key.0)
+            .verify(text.as_bytes(), &bytes)
+            .is_ok()
+}
+
+/// The key pair in a PKCS#8 PEM private key (v1, as Node writes it, or v2
+/// with the public key embedded), and its public key.
+fn keypair(privkey_pem: &str) -> Result<(Ed25519KeyPair, PublicKey), String> {
+    let not = |why: String| format!("privkey is not an Ed25519 PKCS#8 PEM ({why})");
+    let der = unpem(privkey_pem, "PRIVATE KEY").map_err(not)?;
+    let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| not(e.to_string()))?;
+    let public = public_of(&key);
+    Ok((key, public))
+}
+
+fn public_of(key: &Ed25519KeyPair) -> PublicKey {
+    PublicKey(key.public_key().as_ref().try_into().expect("an Ed25519 public key is 32 bytes"))
 }
 
 /// Why an identity could not be loaded or saved; `Display` is the message the
@@ -143,7 +211,7 @@ pub struct Identity {
     pub pubkey: String,
     pub created: String,
     privkey: String,
-    key: SigningKey,
+    key: Ed25519KeyPair,
 }
 
 impl fmt::Debug for Identity {
@@ -162,34 +230,21 @@ impl Identity {
     pub fn generate(name: &str) -> io::Result<Identity> {
         let mut seed = [0u8; 32];
         File::open("/dev/urandom")?.read_exact(&mut seed)?;
-        let key = SigningKey::from_bytes(&seed);
+        let mut der = PKCS8_V1_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
         seed.fill(0);
-        let created = iso_now();
-        Ok(Identity::from_key(name, key, created))
-    }
-
-    fn from_key(name: &str, key: SigningKey, created: String) -> Identity {
         // The same bytes Node writes: SPKI and a v1 PKCS#8 (no embedded
         // public key), base64 in 64-column lines, LF, trailing newline.
-        let pubkey = key
-            .verifying_key()
-            .to_public_key_pem(LineEnding::LF)
-            .expect("encoding a valid Ed25519 public key cannot fail");
-        let keypair = KeypairBytes {
-            secret_key: key.to_bytes(),
-            public_key: None,
-        };
-        let privkey = keypair
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("encoding a valid Ed25519 private key cannot fail")
-            .to_string();
-        Identity {
+        let privkey = pem("PRIVATE KEY", &der);
+        der.fill(0);
+        let (key, public) = keypair(&privkey).map_err(io::Error::other)?;
+        Ok(Identity {
             name: name.to_string(),
-            pubkey,
-            created,
+            pubkey: public.to_pem(),
+            created: iso_now(),
             privkey,
             key,
-        }
+        })
     }
 
     /// Parses the file's text. `path` only names the file in errors.
@@ -197,10 +252,9 @@ impl Identity {
         let invalid = |why: String| IdentityError::Invalid(path.to_path_buf(), why);
         let file: IdentityFile =
             serde_json::from_str(text).map_err(|e| invalid(format!("bad JSON ({e})")))?;
-        let key = SigningKey::from_pkcs8_pem(&file.privkey)
-            .map_err(|e| invalid(format!("privkey is not an Ed25519 PKCS#8 PEM ({e})")))?;
+        let (key, derived) = keypair(&file.privkey).map_err(invalid)?;
         let public = parse_pubkey(&file.pubkey).map_err(|e| invalid(format!("pubkey is {e}")))?;
-        if public != key.verifying_key() {
+        if public != derived {
             return Err(invalid(
                 "pubkey does not match privkey (the file was edited or damaged)".into(),
             ));
@@ -301,12 +355,12 @@ impl Identity {
 
     /// Signs `text` (its UTF-8 bytes); the signature in standard base64.
     pub fn sign(&self, text: &str) -> String {
-        STANDARD.encode(self.key.sign(text.as_bytes()).to_bytes())
+        STANDARD.encode(self.key.sign(text.as_bytes()).as_ref())
     }
 
     #[cfg(test)]
-    pub fn verifying_key(&self) -> VerifyingKey {
-        self.key.verifying_key()
+    pub fn verifying_key(&self) -> PublicKey {
+        public_of(&self.key)
     }
 
     /// What `--export` prints: everything but the private key, as 0.3.0's
@@ -482,7 +536,11 @@ mod tests {
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
             STANDARD.encode(&der)
         );
-        assert!(parse_pubkey(&not_a_point).is_err());
+        // ring checks the point when it verifies, not when the key is read:
+        // such a key parses, and nothing ever verifies with it.
+        let key = parse_pubkey(&not_a_point).unwrap();
+        let sig = fixture("node").sign("hello");
+        assert!(!verify(&key, "hello", &sig));
         // An RSA key (from openssl) is not Ed25519.
         let rsa = "-----BEGIN PUBLIC KEY-----\nMFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf\n9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==\n-----END PUBLIC KEY-----\n";
         assert!(parse_pubkey(rsa).is_err());

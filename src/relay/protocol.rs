@@ -5,7 +5,6 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::proposal_wire::ProposalRequest;
 
@@ -145,9 +144,7 @@ impl AgentId {
     /// The id a pubkey always maps to: `@` + first 8 hex chars of SHA-256
     /// over the PEM text exactly as sent.
     pub fn from_pubkey(pem: &str) -> AgentId {
-        let digest = Sha256::digest(pem.as_bytes());
-        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        AgentId(format!("@{hex}"))
+        AgentId(format!("@{}", super::identity::agent_id(pem)))
     }
     /// An ephemeral id from 8 random bytes: 8 chars of `[a-z0-9]`.
     pub fn ephemeral(random: [u8; 8]) -> AgentId {
@@ -244,9 +241,9 @@ fn channel_field(obj: &Map<String, Value>) -> Result<ChannelName, Refusal> {
         .ok_or_else(|| Refusal::invalid("Invalid channel name"))
 }
 
-/// The IDENTIFY `pubkey`: an Ed25519 SPKI key with a valid curve point, in
-/// the one standard PEM layout (issue 12: a whitespace variant would be a
-/// second id for the same key).
+/// The IDENTIFY `pubkey`: an Ed25519 SPKI key (its point is checked by every
+/// signature verification), in the one standard PEM layout (issue 12: a
+/// whitespace variant would be a second id for the same key).
 fn pubkey_field(v: Option<&Value>) -> Result<Option<String>, Refusal> {
     match v {
         None | Some(Value::Null) => Ok(None),

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::log_event;
+use crate::util::{hex, log_event};
 
 /// The journal format this build writes and reads. A file naming a higher
 /// one was written by a newer workbench and is refused, never guessed at.
@@ -745,10 +745,6 @@ impl SnapshotJob {
             }
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {

@@ -13,12 +13,9 @@ use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::EncodePublicKey;
-use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
 
-use super::identity;
+use super::identity::{self, PublicKey};
 use super::signing::js_number;
 
 /// An Ed25519 public key as its 32 raw bytes: what an id is bound to.
@@ -32,12 +29,9 @@ pub type KeyBytes = [u8; 32];
 /// Why strict: the agent id hashes the PEM text, so any accepted variation
 /// of the text (whitespace, line breaks) is a fresh id for the same key, and
 /// a cheap way to grind an id that collides with someone else's.
-pub fn canonical_pubkey(pem: &str) -> Result<VerifyingKey, String> {
+pub fn canonical_pubkey(pem: &str) -> Result<PublicKey, String> {
     let key = identity::parse_pubkey(pem)?;
-    let canonical = key
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| format!("cannot re-encode the key ({e})"))?;
-    if canonical != pem {
+    if key.to_pem() != pem {
         return Err("public key must be in the standard PEM layout \
              (\"-----BEGIN PUBLIC KEY-----\\n<base64>\\n-----END PUBLIC KEY-----\\n\", \
              as Node's crypto exports it): no extra whitespace, LF line ends"
@@ -46,11 +40,6 @@ pub fn canonical_pubkey(pem: &str) -> Result<VerifyingKey, String> {
     Ok(key)
 }
 
-/// The canonical PEM text of a key (what [`canonical_pubkey`] accepts).
-pub fn pem_of(key: &VerifyingKey) -> String {
-    key.to_public_key_pem(LineEnding::LF)
-        .expect("encoding a valid Ed25519 public key cannot fail")
-}
 
 /// Which key first held each keyed id. Bounded: past `max` bindings, the
 /// oldest binding whose agent is not connected is forgotten (the relay has
@@ -382,7 +371,7 @@ mod tests {
         }
         assert!(canonical_pubkey("nope").is_err());
         let key = identity::parse_pubkey(&pem).unwrap();
-        assert_eq!(pem_of(&key), pem);
+        assert_eq!(key.to_pem(), pem);
     }
 
     #[test]
