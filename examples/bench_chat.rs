@@ -10,94 +10,17 @@
 //!
 //! usage: bench_chat <path-to-workbench-binary> [rounds]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{pct, proc_field, Mcp};
 
-struct Mcp {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-    id: u64,
-}
-
-impl Mcp {
-    fn start(bin: &str, home: &std::path::Path) -> Mcp {
-        let mut child = Command::new(bin)
-            .arg("mcp")
-            .env("WORKBENCH_HOME", home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn workbench mcp");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Mcp {
-            child,
-            stdin,
-            out,
-            id: 0,
-        }
-    }
-
-    /// Writes a tools/call line and returns its id (the answer is read later).
-    fn send_call(&mut self, tool: &str, args: Value) -> u64 {
-        self.id += 1;
-        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": "tools/call",
-            "params": {"name": tool, "arguments": args}})
-        .to_string()
-            + "\n";
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-        self.id
-    }
-
-    fn read_answer(&mut self, id: u64) -> Value {
-        loop {
-            let mut line = String::new();
-            if self.out.read_line(&mut line).unwrap() == 0 {
-                panic!("workbench mcp closed its stdout");
-            }
-            let v: Value = serde_json::from_str(&line).unwrap();
-            if v["id"] == id {
-                assert!(v["result"]["isError"] == false, "tool failed: {v}");
-                return v["result"]["structuredContent"].clone();
-            }
-        }
-    }
-
-    fn call(&mut self, tool: &str, args: Value) -> Value {
-        let id = self.send_call(tool, args);
-        self.read_answer(id)
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn proc_field(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = s.rsplit(')').next().unwrap_or("");
@@ -182,18 +105,16 @@ fn main() {
     let mut a = Mcp::start(&bin, &home);
     let mut b = Mcp::start(&bin, &home);
     for m in [&mut a, &mut b] {
-        m.id += 1;
-        let init = json!({"jsonrpc": "2.0", "id": m.id, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
-        m.stdin.write_all(format!("{init}\n").as_bytes()).unwrap();
-        let mut line = String::new();
-        m.out.read_line(&mut line).unwrap();
+        m.call(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}),
+        );
     }
-    a.call(
+    a.tool(
         "chat_connect",
         json!({"server": url, "name": "benchA", "channels": ["#general"]}),
     );
-    let cb = b.call(
+    let cb = b.tool(
         "chat_connect",
         json!({"server": url, "name": "benchB", "channels": ["#general"]}),
     );
@@ -201,23 +122,23 @@ fn main() {
 
     let mut lat = Vec::new();
     for i in 0..rounds {
-        let wait = b.send_call(
+        let wait = b.send_tool(
             "chat_wait",
             json!({"session": "benchB", "since": cursor, "timeout_seconds": 20}),
         );
         // Let the wait reach the session and block there.
         std::thread::sleep(Duration::from_millis(5));
         let t0 = Instant::now();
-        let send = a.send_call(
+        let send = a.send_tool(
             "chat_send",
             json!({"session": "benchA", "to": "#general", "content": format!("m{i}")}),
         );
-        let r = b.read_answer(wait);
+        let r = b.tool_result(wait);
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(r["status"], "messages");
         assert_eq!(r["messages"][0]["content"], format!("m{i}"));
         cursor = r["cursor"].as_u64().unwrap();
-        a.read_answer(send);
+        a.tool_result(send);
     }
 
     // Idle: both sessions, nothing happening.
@@ -262,7 +183,7 @@ fn main() {
     println!("baseline, idle relay with no client: RSS {relay_idle_rss} KiB");
 
     for s in ["benchA", "benchB"] {
-        a.call("chat_disconnect", json!({"session": s}));
+        a.tool("chat_disconnect", json!({"session": s}));
     }
     drop((a, b));
     let _ = relay.kill();

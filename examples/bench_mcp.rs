@@ -5,92 +5,15 @@
 //!
 //! usage: bench_mcp <path-to-workbench-binary>
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use workbench::httpc;
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn p95(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * 0.95).round() as usize]
-}
-
-struct Mcp {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    out: BufReader<std::process::ChildStdout>,
-    id: u64,
-}
-
-impl Mcp {
-    fn start(bin: &str, home: &std::path::Path) -> Mcp {
-        let mut child = Command::new(bin)
-            .arg("mcp")
-            .env("WORKBENCH_HOME", home)
-            .env("WORKBENCH_SERVE_HOST", "127.0.0.1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn workbench mcp");
-        let stdin = child.stdin.take().unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        Mcp {
-            child,
-            stdin,
-            out,
-            id: 0,
-        }
-    }
-
-    /// Writes one request line and returns the reply line, unparsed.
-    fn raw_line(&mut self, line: &str) -> String {
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-        let mut reply = String::new();
-        self.out.read_line(&mut reply).unwrap();
-        reply
-    }
-
-    fn call_line(&mut self, line: &str) -> Value {
-        serde_json::from_str(&self.raw_line(line)).unwrap()
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.id += 1;
-        let line = json!({"jsonrpc": "2.0", "id": self.id, "method": method, "params": params})
-            .to_string()
-            + "\n";
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-        let mut reply = String::new();
-        self.out.read_line(&mut reply).unwrap();
-        serde_json::from_str(&reply).unwrap()
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{pct, proc_field, Mcp};
 
 fn main() {
     let bin = std::env::args()
@@ -123,9 +46,9 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    let (b, i) = (median(&mut base), median(&mut init));
+    let (b, i) = (pct(&mut base, 0.5), pct(&mut init, 0.5));
     println!("baseline: spawn `workbench --version` to exit: median {b:.3} ms ({runs} runs)");
-    println!("spawn `workbench mcp` to initialize answered: median {i:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x", p95(&mut init), i / b);
+    println!("spawn `workbench mcp` to initialize answered: median {i:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x", pct(&mut init, 0.95), i / b);
 
     let mut m = Mcp::start(&bin, &home);
     m.call("initialize", json!({"protocolVersion": "2025-06-18"}));
@@ -210,15 +133,15 @@ fn main() {
     // Paired call by call: what the MCP hop adds, less sensitive to load
     // swings than the two medians apart.
     let mut added: Vec<f64> = direct.iter().zip(&via_mcp).map(|(d, v)| v - d).collect();
-    let added = median(&mut added);
-    let (d, v) = (median(&mut direct), median(&mut via_mcp));
+    let added = pct(&mut added, 0.5);
+    let (d, v) = (pct(&mut direct, 0.5), pct(&mut via_mcp, 0.5));
     println!(
         "baseline: the same push as a direct POST /api/state on a kept-alive connection: p50 {d:.3} ms, p95 {:.3} ms ({n} calls, interleaved)",
-        p95(&mut direct)
+        pct(&mut direct, 0.95)
     );
     println!(
         "workbench_state over MCP stdio: p50 {v:.3} ms, p95 {:.3} ms; ratio to baseline {:.2}x",
-        p95(&mut via_mcp),
+        pct(&mut via_mcp, 0.95),
         v / d
     );
     println!(
@@ -227,16 +150,16 @@ fn main() {
     );
     println!(
         "tools/list over MCP stdio: p50 {:.3} ms, p95 {:.3} ms",
-        median(&mut list),
-        p95(&mut list)
+        pct(&mut list, 0.5),
+        pct(&mut list, 0.95)
     );
     println!(
         "(older baseline) direct POST /api/state on a new connection each: p50 {:.3} ms",
-        median(&mut fresh)
+        pct(&mut fresh, 0.5)
     );
     println!(
         "workbench mcp RSS after {n} calls: {} KiB",
-        rss_kib(m.child.id())
+        proc_field(m.child.id(), "VmRSS:")
     );
     m.call(
         "tools/call",

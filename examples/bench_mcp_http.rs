@@ -9,12 +9,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+#[path = "common/mod.rs"]
+mod common;
+use common::pct;
 use serde_json::{json, Value};
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 struct Http {
     r: BufReader<TcpStream>,

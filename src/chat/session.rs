@@ -761,7 +761,7 @@ fn sign(frame: &mut Value, identity: Option<&Identity>) -> Result<(), String> {
 /// connection ends.
 fn read_relay(gen: u64, mut reader: FrameReader<Stream>, tx: Sender<Event>) {
     loop {
-        let ev = match reader.next() {
+        let ev = match reader.next_message() {
             Ok(Incoming::Text(t)) => match serde_json::from_str::<Value>(&t) {
                 Ok(v) if v.is_object() => Event::Frame(gen, v),
                 _ => {

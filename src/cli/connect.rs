@@ -79,7 +79,7 @@ pub fn run(mut args: pico_args::Arguments) -> CliResult {
     thread::Builder::new()
         .name("connect-relay".into())
         .spawn(move || loop {
-            let ev = match reader.next() {
+            let ev = match reader.next_message() {
                 Ok(Incoming::Text(t)) => match serde_json::from_str(&t) {
                     Ok(v) => Event::Relay(v),
                     Err(_) => continue,

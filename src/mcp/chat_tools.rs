@@ -6,13 +6,12 @@
 //! `tools::TOOLS`; `tools::all()` chains the two.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::jsonrpc;
-use super::tools::{args, Tool, ToolResult};
+use super::tools::{args, long_wait, Slice, Tool, ToolResult};
 use super::Outbox;
 use crate::chat::{self, api, Config, SessionDir, SessionInfo, SessionName, Status};
 use crate::relay::client;
@@ -120,7 +119,7 @@ pub static TOOLS: &[Tool] = &[
         input_schema: || obj(json!({"session": session_prop(), "since": since_prop(),
             "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 50, "description": "How long to wait (default 25, clamped to 1-50)."}}), &["session"]),
         output_schema: || out(json!({"status": {"type": "string", "enum": ["messages", "pending"]}, "messages": messages_schema(), "cursor": {"type": "integer"}, "last_seq": {"type": "integer"}})),
-        run: |a, c| wait(args(c.tool, a)?, c.progress.as_ref()),
+        run: |a, c| wait(args(c.tool, a)?, c.progress.as_ref(), &c.out),
     },
     Tool {
         name: "chat_join",
@@ -653,45 +652,22 @@ struct WaitArgs {
     timeout_seconds: Option<f64>,
 }
 
-/// Blocks in the session (its inbox's condition variable) up to the
-/// clamped timeout; with a progress token, in 5 s slices with a progress
-/// notification between, so clients that reset their timeout on progress
-/// never give up on a long wait.
-fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>) -> ToolResult {
+/// Blocks in the session (its inbox's condition variable), in the slices
+/// of [`long_wait`].
+fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolResult {
     let since = cursor(a.since)?;
-    let t = a
-        .timeout_seconds
-        .filter(|t| t.is_finite())
-        .unwrap_or(25.0)
-        .clamp(1.0, 50.0);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(t);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let slice = if progress.is_some() {
-            left.min(Duration::from_secs(5))
-        } else {
-            left
-        };
+    long_wait(a.timeout_seconds, progress, out, "waiting for chat messages", |slice| {
         let v = call(
             &a.session,
             json!({"op": "wait", "since": since, "limit": 100, "timeout_ms": slice.as_millis() as u64}),
             slice + CALL_TIMEOUT,
         )?;
-        if v["messages"].as_array().is_some_and(|m| !m.is_empty()) {
-            return Ok(batch(&v, Some("messages")));
-        }
-        if Instant::now() + Duration::from_millis(50) >= deadline {
-            return Ok(batch(&v, Some("pending")));
-        }
-        if let Some((token, out)) = progress {
-            out.send(jsonrpc::notification(
-                "notifications/progress",
-                json!({"progressToken": token, "progress": started.elapsed().as_secs(), "total": t.round() as u64,
-                    "message": "waiting for chat messages"}),
-            ));
-        }
-    }
+        Ok(if v["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            Slice::Found(batch(&v, Some("messages")))
+        } else {
+            Slice::Nothing(batch(&v, Some("pending")))
+        })
+    })
 }
 
 // ---------- channels ----------

@@ -496,32 +496,70 @@ fn check_since(since: Option<i64>) -> Result<u64, String> {
     }
 }
 
-fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolResult {
-    let p = existing(&a.project)?;
-    let since = check_since(a.since)?;
-    let names = a.names.unwrap_or_default();
-    // Clamped so no client's tool timeout is ever hit; NaN counts as default.
-    let t = a
-        .timeout_seconds
+/// What one slice of a [`long_wait`] found: the answer, or the answer to
+/// give if the time is up.
+pub(super) enum Slice {
+    Found(Value),
+    Nothing(Value),
+}
+
+/// A wait of up to `timeout_seconds` (default 25, clamped to 1–50 so that no
+/// client's tool timeout is ever hit; NaN counts as the default) for what
+/// `attempt` finds while blocking up to the duration it is given. With a
+/// progress token, or a client that can go away (HTTP), it blocks in slices
+/// of at most 5 s: a progress notification (`message`) goes out between
+/// them, so clients that reset their timeout on progress never give up, and
+/// a call nobody waits for any more ends within one slice.
+pub(super) fn long_wait(
+    timeout_seconds: Option<f64>,
+    progress: Option<&(Value, Outbox)>,
+    out: &Outbox,
+    message: &str,
+    mut attempt: impl FnMut(Duration) -> Result<Slice, String>,
+) -> ToolResult {
+    let t = timeout_seconds
         .filter(|t| t.is_finite())
         .unwrap_or(25.0)
         .clamp(1.0, 50.0);
-    let deadline = Instant::now() + Duration::from_secs_f64(t);
     let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(t);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        // With a progress token, or a client that can go away (HTTP), block in
-        // slices: a keep-alive goes out between them, and a call nobody waits
-        // for any more ends within one slice.
         let slice = if progress.is_some() || out.cancellable() {
             left.min(Duration::from_secs(5))
         } else {
             left
         };
+        match attempt(slice)? {
+            Slice::Found(v) => return Ok(v),
+            Slice::Nothing(v) if Instant::now() + Duration::from_millis(200) >= deadline => {
+                return Ok(v)
+            }
+            Slice::Nothing(_) => {}
+        }
+        if out.cancelled() {
+            return Err("cancelled: the client went away".into());
+        }
+        if let Some((token, out)) = progress {
+            out.send(jsonrpc::notification(
+                "notifications/progress",
+                json!({"progressToken": token, "progress": started.elapsed().as_secs(), "total": t.round() as u64, "message": message}),
+            ));
+        }
+    }
+}
+
+fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolResult {
+    let p = existing(&a.project)?;
+    let since = check_since(a.since)?;
+    let names = a.names.unwrap_or_default();
+    let message = "waiting for the human at the page";
+    long_wait(a.timeout_seconds, progress, out, message, |slice| {
+        // The page server waits in whole seconds; 0 only when no time is left.
         let secs = slice
             .as_secs_f64()
             .round()
-            .max(if left.is_zero() { 0.0 } else { 1.0 }) as u64;
+            .max(if slice.is_zero() { 0.0 } else { 1.0 }) as u64;
         let r = control::call_project(
             &p,
             "GET",
@@ -530,26 +568,16 @@ fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolRe
             Duration::from_secs(secs + 15),
         )?;
         let events = r["events"].as_array().cloned().unwrap_or_default();
-        if !events.is_empty() {
-            let (events, cursor) = fit_events(events, r["cursor"].as_u64().unwrap_or(since));
-            let mut out = json!({"status": "events", "events": events, "cursor": cursor});
-            file_tools::attach_images(&p, &mut out);
-            return Ok(out);
-        }
-        if Instant::now() + Duration::from_millis(200) >= deadline {
-            return Ok(json!({"status": "pending", "events": [], "cursor": since}));
-        }
-        if out.cancelled() {
-            return Err("cancelled: the client went away".into());
-        }
-        if let Some((token, out)) = progress {
-            let elapsed = started.elapsed().as_secs();
-            out.send(jsonrpc::notification(
-                "notifications/progress",
-                json!({"progressToken": token, "progress": elapsed, "total": t.round() as u64, "message": "waiting for the human at the page"}),
+        if events.is_empty() {
+            return Ok(Slice::Nothing(
+                json!({"status": "pending", "events": [], "cursor": since}),
             ));
         }
-    }
+        let (events, cursor) = fit_events(events, r["cursor"].as_u64().unwrap_or(since));
+        let mut found = json!({"status": "events", "events": events, "cursor": cursor});
+        file_tools::attach_images(&p, &mut found);
+        Ok(Slice::Found(found))
+    })
 }
 
 #[derive(Deserialize)]

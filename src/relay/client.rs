@@ -310,7 +310,7 @@ impl Client {
     /// The next relay message or ping.
     pub fn recv_event(&mut self) -> Result<Event> {
         loop {
-            match self.reader.next() {
+            match self.reader.next_message() {
                 Ok(Incoming::Text(t)) => match serde_json::from_str(&t) {
                     Ok(v) => return Ok(Event::Msg(v)),
                     Err(_) => {
@@ -447,7 +447,7 @@ impl Client {
         let _ = self.writer.flush();
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         self.set_timeout(Some(Duration::from_secs(2)));
-        while let Ok(m) = self.reader.next() {
+        while let Ok(m) = self.reader.next_message() {
             if matches!(m, Incoming::Close(_)) || std::time::Instant::now() >= deadline {
                 break;
             }

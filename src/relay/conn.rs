@@ -184,7 +184,7 @@ fn read_loop(
             crate::sys::trim_stack();
         }
         handled += 1;
-        let incoming = match reader.next() {
+        let incoming = match reader.next_message() {
             Ok(m) => m,
             Err(ReadError::Io(e))
                 if deadline.is_some()

@@ -199,7 +199,7 @@ impl<R: Read> FrameReader<R> {
 
     /// Blocks until the next complete message or control frame. An orderly
     /// end of stream is `UnexpectedEof`.
-    pub fn next(&mut self) -> Result<Incoming, ReadError> {
+    pub fn next_message(&mut self) -> Result<Incoming, ReadError> {
         loop {
             if let Some(msg) = self.read_frame()? {
                 return Ok(msg);
@@ -371,7 +371,7 @@ mod tests {
     fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Incoming> {
         let mut r = FrameReader::new(io::Cursor::new(bytes), Role::Server, max);
         let mut out = Vec::new();
-        while let Ok(m) = r.next() {
+        while let Ok(m) = r.next_message() {
             out.push(m);
         }
         out
@@ -424,12 +424,12 @@ mod tests {
         assert_eq!(&huge.wire()[..10], b"\x81\x7f\0\0\0\0\0\x01\x11\x70");
         // Our own reader (client role) reads them back.
         let mut r = FrameReader::new(io::Cursor::new(long.wire().to_vec()), Role::Client, 1000);
-        assert_eq!(r.next().ok(), Some(Incoming::Text("x".repeat(300))));
+        assert_eq!(r.next_message().ok(), Some(Incoming::Text("x".repeat(300))));
     }
 
     #[test]
     fn unmasked_client_frames_are_protocol_errors() {
         let mut r = FrameReader::new(io::Cursor::new(vec![0x81, 0x01, b'a']), Role::Server, 10);
-        assert!(matches!(r.next(), Err(ReadError::Protocol(_))));
+        assert!(matches!(r.next_message(), Err(ReadError::Protocol(_))));
     }
 }

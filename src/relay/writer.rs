@@ -516,14 +516,14 @@ mod tests {
             fast.try_send(text(&msg))
                 .expect("the reading peer never fills");
             // Read back in step, so only the slow peer can fall behind.
-            match reader.next() {
+            match reader.next_message() {
                 Ok(Incoming::Text(got)) => assert_eq!(got, msg),
                 other => panic!("unexpected {other:?}"),
             }
         }
         assert!(refused_at.is_some(), "the never-reading peer was refused");
         fast.try_send(text("after")).expect("still taken");
-        assert_eq!(reader.next().ok(), Some(Incoming::Text("after".into())));
+        assert_eq!(reader.next_message().ok(), Some(Incoming::Text("after".into())));
     }
 
     #[test]
@@ -553,7 +553,7 @@ mod tests {
         assert!(p.out.is_empty());
         let mut r = FrameReader::new(c, Role::Client, 1024);
         for i in 0..10 {
-            assert_eq!(r.next().ok(), Some(Incoming::Text(format!("m{i}"))));
+            assert_eq!(r.next_message().ok(), Some(Incoming::Text(format!("m{i}"))));
         }
     }
 
@@ -569,13 +569,13 @@ mod tests {
         out.try_send(text("dropped"))
             .expect("queued, then discarded");
         let mut r = FrameReader::new(c, Role::Client, 1024);
-        assert_eq!(r.next().ok(), Some(Incoming::Text("one".into())));
-        assert_eq!(r.next().ok(), Some(Incoming::Pong));
+        assert_eq!(r.next_message().ok(), Some(Incoming::Text("one".into())));
+        assert_eq!(r.next_message().ok(), Some(Incoming::Pong));
         assert_eq!(
-            r.next().ok(),
+            r.next_message().ok(),
             Some(Incoming::Close(Some((1001, "bye".into()))))
         );
-        assert!(r.next().is_err(), "nothing after the close; socket shut");
+        assert!(r.next_message().is_err(), "nothing after the close; socket shut");
         out.finish();
     }
 }
