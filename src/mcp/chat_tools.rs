@@ -656,18 +656,24 @@ struct WaitArgs {
 /// of [`long_wait`].
 fn wait(a: WaitArgs, progress: Option<&(Value, Outbox)>, out: &Outbox) -> ToolResult {
     let since = cursor(a.since)?;
-    long_wait(a.timeout_seconds, progress, out, "waiting for chat messages", |slice| {
-        let v = call(
-            &a.session,
-            json!({"op": "wait", "since": since, "limit": 100, "timeout_ms": slice.as_millis() as u64}),
-            slice + CALL_TIMEOUT,
-        )?;
-        Ok(if v["messages"].as_array().is_some_and(|m| !m.is_empty()) {
-            Slice::Found(batch(&v, Some("messages")))
-        } else {
-            Slice::Nothing(batch(&v, Some("pending")))
-        })
-    })
+    long_wait(
+        a.timeout_seconds,
+        progress,
+        out,
+        "waiting for chat messages",
+        |slice| {
+            let v = call(
+                &a.session,
+                json!({"op": "wait", "since": since, "limit": 100, "timeout_ms": slice.as_millis() as u64}),
+                slice + CALL_TIMEOUT,
+            )?;
+            Ok(if v["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+                Slice::Found(batch(&v, Some("messages")))
+            } else {
+                Slice::Nothing(batch(&v, Some("pending")))
+            })
+        },
+    )
 }
 
 // ---------- channels ----------

@@ -150,7 +150,12 @@ fn keypair(privkey_pem: &str) -> Result<(Ed25519KeyPair, PublicKey), String> {
 }
 
 fn public_of(key: &Ed25519KeyPair) -> PublicKey {
-    PublicKey(key.public_key().as_ref().try_into().expect("an Ed25519 public key is 32 bytes"))
+    PublicKey(
+        key.public_key()
+            .as_ref()
+            .try_into()
+            .expect("an Ed25519 public key is 32 bytes"),
+    )
 }
 
 /// Why an identity could not be loaded or saved; `Display` is the message the

@@ -40,7 +40,6 @@ pub fn canonical_pubkey(pem: &str) -> Result<PublicKey, String> {
     Ok(key)
 }
 
-
 /// Which key first held each keyed id. Bounded: past `max` bindings, the
 /// oldest binding whose agent is not connected is forgotten (the relay has
 /// no durable state yet, so bindings also end with the process).

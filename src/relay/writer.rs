@@ -523,7 +523,10 @@ mod tests {
         }
         assert!(refused_at.is_some(), "the never-reading peer was refused");
         fast.try_send(text("after")).expect("still taken");
-        assert_eq!(reader.next_message().ok(), Some(Incoming::Text("after".into())));
+        assert_eq!(
+            reader.next_message().ok(),
+            Some(Incoming::Text("after".into()))
+        );
     }
 
     #[test]
@@ -575,7 +578,10 @@ mod tests {
             r.next_message().ok(),
             Some(Incoming::Close(Some((1001, "bye".into()))))
         );
-        assert!(r.next_message().is_err(), "nothing after the close; socket shut");
+        assert!(
+            r.next_message().is_err(),
+            "nothing after the close; socket shut"
+        );
         out.finish();
     }
 }
