@@ -29,7 +29,14 @@ printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > "$DIR/ext.c
 openssl x509 -req -in "$DIR/s.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial \
   -out "$DIR/s.pem" -days 2 -extfile "$DIR/ext.cnf" 2>/dev/null
 
-RATE=(--rate-burst 1000000 --rate-per-sec 1000000)
+# Memory-only relays: this compares transports, and two durable relays
+# would refuse to share the default data directory.
+# The per-address and per-channel limits of issue 12 are lifted, as in
+# scripts/bench_relay.sh: every agent here comes from 127.0.0.1.
+RATE=(--ephemeral --rate-burst 1000000 --rate-per-sec 1000000
+  --max-per-ip 100000 --connect-rate-burst 100000 --connect-rate-per-sec 100000
+  --ip-rate-burst 1000000 --ip-rate-per-sec 1000000
+  --channel-rate-burst 1000000 --channel-rate-per-sec 1000000)
 start() { # <label> <args...>; sets PORT and PID
   local label=$1; shift
   "$BIN" relay --host 127.0.0.1 --port 0 "${RATE[@]}" "$@" 2>"$OUT/$label.err" >/dev/null &
