@@ -393,6 +393,12 @@ fn refuse(mut stream: TcpStream, over: Over, cfg: &ServerConfig, log_gate: &mut 
 /// left unread for the handshake. Decided from one peek at what the client
 /// sent first: a request line split across segments is not recognised and
 /// fails as a handshake would.
+///
+/// Never inlined: its two 2 KiB buffers would otherwise sit in the
+/// connection thread's frame above the read loop, and every idle connection
+/// would keep a third stack page (20 KiB instead of 12; see `trim_stack` in
+/// relay/conn.rs and tests/relay_idle_rss.rs).
+#[inline(never)]
 fn answer_health(stream: &TcpStream, hub: &Hub) -> bool {
     let mut head = [0u8; 2048];
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));

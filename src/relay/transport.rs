@@ -48,9 +48,18 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
-            Stream::Tls(t) => t.read(buf),
+            Stream::Tls(t) => read_tls(t, buf),
         }
     }
+}
+
+/// Kept out of line: rustls' read path has large stack frames, and inlined
+/// here they would make every plain connection's idle reader, blocked in
+/// `read`, hold two more stack pages (20 KiB per idle connection instead of
+/// 12; `trim_stack` in relay/conn.rs, guarded by tests/relay_idle_rss.rs).
+#[inline(never)]
+fn read_tls(t: &mut TlsStream, buf: &mut [u8]) -> io::Result<usize> {
+    t.read(buf)
 }
 
 impl Write for Stream {
