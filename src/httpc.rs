@@ -83,13 +83,7 @@ impl Conn {
         if !self.usable || !self.stream.buffer().is_empty() {
             return false;
         }
-        let s = self.stream.get_ref();
-        if s.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut b = [0u8; 1];
-        let idle = matches!(s.peek(&mut b), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
-        s.set_nonblocking(false).is_ok() && idle
+        crate::sys::nothing_to_read(std::os::fd::AsFd::as_fd(self.stream.get_ref()))
     }
 
     /// One request, keeping the connection open for the next.

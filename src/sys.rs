@@ -356,6 +356,23 @@ pub fn send_vectored_nonblocking(
     }
 }
 
+/// True when nothing is waiting to be read on `sock` and the peer has not
+/// closed it: one `recv(MSG_PEEK | MSG_DONTWAIT)`, so a blocking socket
+/// stays blocking (no `O_NONBLOCK` toggling around the peek).
+pub fn nothing_to_read(sock: BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: `b` is a valid, writable one-byte buffer for the whole call.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            b.as_mut_ptr() as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// An exclusive advisory lock on `path` (created if missing), held until the
 /// returned file is dropped or the process exits. Fails at once if another
 /// process holds it.
