@@ -184,7 +184,7 @@ pub fn all_projects() -> Vec<Project> {
             p.exists().then_some(p)
         })
         .collect();
-    out.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    out.sort_unstable_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
     out
 }
 

@@ -219,7 +219,7 @@ pub fn all_sessions() -> Vec<SessionDir> {
             d.exists().then_some(d)
         })
         .collect();
-    out.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    out.sort_unstable_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
     out
 }
 

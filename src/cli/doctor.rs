@@ -376,7 +376,7 @@ fn server_records(home: &Path) -> Vec<Record> {
             })
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     out
 }
 

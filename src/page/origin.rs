@@ -136,7 +136,7 @@ impl Origins {
                 None => names.push(normalize_host(a)),
             }
         }
-        names.sort();
+        names.sort_unstable();
         names.dedup();
         Origins {
             port,

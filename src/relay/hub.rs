@@ -1452,7 +1452,7 @@ impl State {
                 .encode_line(&mut out);
             }
             let mut invited: Vec<&AgentId> = ch.invited.iter().collect();
-            invited.sort();
+            invited.sort_unstable();
             for a in invited {
                 Record::Invite {
                     channel: name.as_str(),
