@@ -2,7 +2,8 @@
 //! loopback port (its own temp dir, AOF on) and three `workbench relay
 //! --cluster` nodes on 127.0.0.1, with the clients spread over the nodes.
 //! Every read has a timeout; waits are bounded with generous deadlines;
-//! nothing asserts on timing.
+//! nothing asserts on timing. Built with the `cluster` feature (default).
+#![cfg(feature = "cluster")]
 
 mod support;
 

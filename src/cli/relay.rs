@@ -444,7 +444,7 @@ fn cluster_mode(
              --data-dir, --fsync or --compact-at",
         ));
     }
-    let (info, shown) = cluster::parse_url(url).map_err(|m| usage_error(USAGE, m))?;
+    let (target, shown) = cluster::parse_url(url).map_err(|m| usage_error(USAGE, m))?;
     let node_id = match node_id {
         Some(n) => n,
         None => {
@@ -471,7 +471,7 @@ fn cluster_mode(
         ));
     }
     Ok(StateMode::Cluster(cluster::ClusterConfig {
-        info,
+        target,
         shown,
         node_id,
         snapshot_every,

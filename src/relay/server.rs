@@ -252,7 +252,7 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
         json!({"signal": sig, "connections": hub.connections(), "held": hub.census()}),
     );
     if let (Some(cc), Some(body)) = (node.as_ref(), hub.farewell_record()) {
-        cluster::farewell(&cc.info, &body);
+        cluster::farewell(&cc.target, &body);
     }
     hub.close_all();
     active.wait_idle(Duration::from_secs(2));
