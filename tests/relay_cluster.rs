@@ -515,8 +515,13 @@ fn the_stream_is_trimmed_behind_snapshots_and_a_new_node_starts_from_one() {
     };
     assert!(
         support::eventually(Duration::from_secs(30), || xlen(&c.redis) < 400),
-        "stream not trimmed: {}",
-        xlen(&c.redis)
+        "stream not trimmed: {} records; snapshot log lines:\n{}",
+        xlen(&c.redis),
+        c.nodes
+            .iter()
+            .flat_map(|n| n.log_text().lines().filter(|l| l.contains("snapshot")).map(str::to_string).collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(c.redis.command(&["HEXISTS", "workbench:relay:snapshot", "at"]).contains(":1"));
     assert!(c.nodes.iter().any(|n| n.log_text().contains("\"cluster_snapshot\"")));
