@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{keyed, node, watchdog, Cluster, Key, Relay, RedisServer, Ws, FAST};
+use support::{keyed, node, watchdog, Cluster, Key, RedisServer, Relay, Ws, FAST};
 
 fn ids(v: &Value) -> BTreeSet<String> {
     v.as_array()
@@ -40,7 +40,10 @@ fn channel_messages_dms_and_presence_span_the_nodes() {
     let (mut d, did) = c.nodes[2].agent("dave");
 
     // JOINED lists and AGENT_JOINED cover every node.
-    assert_eq!(ids(&a.join("#general")["agents"]), BTreeSet::from([aid.clone()]));
+    assert_eq!(
+        ids(&a.join("#general")["agents"]),
+        BTreeSet::from([aid.clone()])
+    );
     assert_eq!(
         ids(&b.join("#general")["agents"]),
         BTreeSet::from([aid.clone(), bid.clone()])
@@ -90,9 +93,15 @@ fn channel_messages_dms_and_presence_span_the_nodes() {
     // A DM crosses nodes and is echoed to its sender.
     a.msg(&did, "psst");
     let got = d.until("MSG");
-    assert_eq!((got["from"].as_str(), got["content"].as_str()), (Some(aid.as_str()), Some("psst")));
+    assert_eq!(
+        (got["from"].as_str(), got["content"].as_str()),
+        (Some(aid.as_str()), Some("psst"))
+    );
     let echo = a.until("MSG");
-    assert_eq!((echo["to"].as_str(), echo["content"].as_str()), (Some(did.as_str()), Some("psst")));
+    assert_eq!(
+        (echo["to"].as_str(), echo["content"].as_str()),
+        (Some(did.as_str()), Some("psst"))
+    );
     a.msg("@nobody1", "x");
     a.expect_error("AGENT_NOT_FOUND");
 
@@ -134,7 +143,10 @@ fn channels_invites_errors_and_races_span_the_nodes() {
 
     // Invite-only, created on node 0: hidden and closed on the others.
     owner.send(json!({"type": "CREATE_CHANNEL", "channel": "#secret", "invite_only": true}));
-    assert_eq!(ids(&owner.expect("JOINED")["agents"]), BTreeSet::from([oid.clone()]));
+    assert_eq!(
+        ids(&owner.expect("JOINED")["agents"]),
+        BTreeSet::from([oid.clone()])
+    );
     guest.send(json!({"type": "LIST_CHANNELS"}));
     let list = guest.expect("CHANNELS")["list"].to_string();
     assert!(!list.contains("#secret"), "{list}");
@@ -199,7 +211,10 @@ fn identity_is_one_per_cluster_and_racing_proposal_moves_have_one_winner() {
     let mut dup = c.nodes[2].client();
     dup.send(json!({"type": "IDENTIFY", "name": "dup", "pubkey": kr.pem}));
     let e = dup.expect_error("INVALID_MSG");
-    assert!(e["message"].as_str().unwrap().contains("already connected"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("already connected"),
+        "{e}"
+    );
 
     // Two connections of one new key IDENTIFY at once on two nodes:
     // exactly one is welcomed.
@@ -232,13 +247,19 @@ fn identity_is_one_per_cluster_and_racing_proposal_moves_have_one_winner() {
     p.send(kp.act("COMPLETE", &pid, "proof", Some("done")));
     r.send(kr.act("DISPUTE", &pid, "reason", Some("not done")));
     let (pv, rv) = (p.recv(), r.recv());
-    assert_eq!(pv["type"], rv["type"], "both parties hear one winner: {pv} / {rv}");
+    assert_eq!(
+        pv["type"], rv["type"],
+        "both parties hear one winner: {pv} / {rv}"
+    );
     let (p_won, status) = match pv["type"].as_str() {
         Some("COMPLETE") => (true, "completed"),
         Some("DISPUTE") => (false, "disputed"),
         _ => panic!("neither won: {pv} / {rv}"),
     };
-    assert_eq!((pv["status"].as_str(), rv["status"].as_str()), (Some(status), Some(status)));
+    assert_eq!(
+        (pv["status"].as_str(), rv["status"].as_str()),
+        (Some(status), Some(status))
+    );
     let loser = if p_won { &mut r } else { &mut p };
     loser.expect_error("INVALID_PROPOSAL");
 
@@ -267,7 +288,10 @@ fn identity_is_one_per_cluster_and_racing_proposal_moves_have_one_winner() {
     let ch = owner.expect("CHALLENGE");
     owner.send(ks.answer(&ch));
     let w = owner.expect("WELCOME");
-    assert_eq!((w["agent_id"].as_str(), w["verified"].as_bool()), (Some(ks.id.as_str()), Some(true)));
+    assert_eq!(
+        (w["agent_id"].as_str(), w["verified"].as_bool()),
+        (Some(ks.id.as_str()), Some(true))
+    );
     assert_eq!(squat.until("ERROR")["code"], "SESSION_DISPLACED");
     assert_eq!(p.until("AGENT_LEFT")["agent"], ks.id.as_str());
     owner.send(ks.msg(&kp.id, "still me"));
@@ -306,9 +330,14 @@ fn a_killed_node_leaves_presence_and_its_agents_carry_on_elsewhere() {
         wait_left(&mut a, &k.id, Duration::from_secs(40)),
         "no AGENT_LEFT for the dead node's agent"
     );
-    a.ws.get_ref().set_read_timeout(Some(support::READ_TIMEOUT)).unwrap();
+    a.ws.get_ref()
+        .set_read_timeout(Some(support::READ_TIMEOUT))
+        .unwrap();
     a.send(json!({"type": "LIST_AGENTS", "channel": "#general"}));
-    assert_eq!(ids(&a.expect("AGENTS")["list"]), BTreeSet::from([aid.clone()]));
+    assert_eq!(
+        ids(&a.expect("AGENTS")["list"]),
+        BTreeSet::from([aid.clone()])
+    );
     // The agent reconnects to another node and carries on with its id.
     let mut v2 = keyed(&c.nodes[1], "victim", &k);
     v2.join("#general");
@@ -325,7 +354,10 @@ fn a_killed_node_leaves_presence_and_its_agents_carry_on_elsewhere() {
         BTreeSet::from([aid.clone(), k.id.clone(), nid.clone()])
     );
     let replayed = n.expect("MSG");
-    assert_eq!((replayed["content"].as_str(), replayed["replay"].as_bool()), (Some("back"), Some(true)));
+    assert_eq!(
+        (replayed["content"].as_str(), replayed["replay"].as_bool()),
+        (Some("back"), Some(true))
+    );
     let _ = v;
 }
 
@@ -352,7 +384,10 @@ fn a_redis_restart_keeps_sessions_and_refuses_clearly_meanwhile() {
         "health stayed OK with Redis down"
     );
     let (code, body) = health(port);
-    assert_eq!((code, body["ok"].as_bool(), body["mode"].as_str()), (503, Some(false), Some("cluster")));
+    assert_eq!(
+        (code, body["ok"].as_bool(), body["mode"].as_str()),
+        (503, Some(false), Some("cluster"))
+    );
     a.msg("#general", "during");
     a.expect_error("CLUSTER_UNAVAILABLE");
     let mut fresh = c.nodes[2].client();
@@ -370,7 +405,10 @@ fn a_redis_restart_keeps_sessions_and_refuses_clearly_meanwhile() {
     }
     a.msg("#general", "after");
     let got = b.until("MSG");
-    assert_eq!((got["from"].as_str(), got["content"].as_str()), (Some(aid.as_str()), Some("after")));
+    assert_eq!(
+        (got["from"].as_str(), got["content"].as_str()),
+        (Some(aid.as_str()), Some("after"))
+    );
     b.send(json!({"type": "LIST_AGENTS", "channel": "#general"}));
     assert_eq!(ids(&b.expect("AGENTS")["list"]), BTreeSet::from([aid, bid]));
     fresh.send(json!({"type": "IDENTIFY", "name": "fresh"}));
@@ -451,10 +489,14 @@ fn bad_cluster_urls_are_usage_errors_and_an_unreachable_redis_is_clear() {
     assert!(text.contains("does not go with"), "{text}");
     let (code, text) = Relay::try_start(&["--node-id", "x"]).err().unwrap();
     assert_eq!(code, Some(2), "{text}");
-    let (code, text) =
-        Relay::try_start(&["--cluster", "redis://127.0.0.1:6379", "--node-id", "bad id!"])
-            .err()
-            .unwrap();
+    let (code, text) = Relay::try_start(&[
+        "--cluster",
+        "redis://127.0.0.1:6379",
+        "--node-id",
+        "bad id!",
+    ])
+    .err()
+    .unwrap();
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("--node-id"), "{text}");
     // Nobody listens on this port: a clear error, not a hang or a panic.
@@ -519,16 +561,29 @@ fn the_stream_is_trimmed_behind_snapshots_and_a_new_node_starts_from_one() {
         xlen(&c.redis),
         c.nodes
             .iter()
-            .flat_map(|n| n.log_text().lines().filter(|l| l.contains("snapshot")).map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|n| n
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("snapshot"))
+                .map(str::to_string)
+                .collect::<Vec<_>>())
             .collect::<Vec<_>>()
             .join("\n")
     );
-    assert!(c.redis.command(&["HEXISTS", "workbench:relay:snapshot", "at"]).contains(":1"));
-    assert!(c.nodes.iter().any(|n| n.log_text().contains("\"cluster_snapshot\"")));
+    assert!(c
+        .redis
+        .command(&["HEXISTS", "workbench:relay:snapshot", "at"])
+        .contains(":1"));
+    assert!(c
+        .nodes
+        .iter()
+        .any(|n| n.log_text().contains("\"cluster_snapshot\"")));
     // A new node starts from the snapshot plus the tail: channel, invites,
     // members and the replay buffer are all there.
     let n2 = node(&c.redis.url(), 2, &flags);
-    assert!(n2.wait_log("cluster_snapshot_loaded").contains("cluster_snapshot_loaded"));
+    assert!(n2
+        .wait_log("cluster_snapshot_loaded")
+        .contains("cluster_snapshot_loaded"));
     let mut d = n2.client();
     let did = d.identify("d");
     d.send(json!({"type": "JOIN", "channel": "#kept"}));
@@ -566,9 +621,14 @@ fn a_node_stopped_cleanly_says_its_agents_are_gone() {
     let status = c.nodes[1].child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     // Its departure record is in the stream, and its agent left.
-    let log = c.redis.command(&["XRANGE", "workbench:relay:log", "-", "+"]);
+    let log = c
+        .redis
+        .command(&["XRANGE", "workbench:relay:log", "-", "+"]);
     let farewell = format!(r#""d":"{session}""#);
-    assert!(log.contains(&farewell), "no farewell for {session} in {log}");
+    assert!(
+        log.contains(&farewell),
+        "no farewell for {session} in {log}"
+    );
     assert_eq!(a.until("AGENT_LEFT")["agent"], bid.as_str());
 }
 
@@ -585,7 +645,11 @@ fn require_proof_holds_across_nodes() {
     };
     let mut first = c.nodes[0].client();
     let w = prove(&mut first);
-    assert_eq!((w["type"].as_str(), w["verified"].as_bool()), (Some("WELCOME"), Some(true)), "{w}");
+    assert_eq!(
+        (w["type"].as_str(), w["verified"].as_bool()),
+        (Some("WELCOME"), Some(true)),
+        "{w}"
+    );
     // The same key, proven too, on the other node: the proven holder stays.
     let mut second = c.nodes[1].client();
     let e = prove(&mut second);

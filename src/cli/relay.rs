@@ -448,8 +448,13 @@ fn cluster_mode(
     let node_id = match node_id {
         Some(n) => n,
         None => {
-            let tail = crate::util::random_hex(3).unwrap_or_else(|_| format!("{}", std::process::id()));
-            let host: String = hostname().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
+            let tail =
+                crate::util::random_hex(3).unwrap_or_else(|_| format!("{}", std::process::id()));
+            let host: String = hostname()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(40)
+                .collect();
             format!("{host}-{tail}")
         }
     };

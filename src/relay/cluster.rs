@@ -69,9 +69,11 @@ pub struct Target {
 pub fn parse_url(url: &str) -> Result<(Target, String), String> {
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("rediss://") {
-        return Err("--cluster: rediss:// (Redis over TLS) is not supported in this build; \
+        return Err(
+            "--cluster: rediss:// (Redis over TLS) is not supported in this build; \
                     use redis:// on a trusted network or a TLS tunnel (docs/relay-cluster.md)"
-            .into());
+                .into(),
+        );
     }
     if !lower.starts_with("redis://") {
         return Err(format!(
@@ -129,9 +131,12 @@ pub fn parse_url(url: &str) -> Result<(Target, String), String> {
     }
     let port: u16 = match port {
         None => 6379,
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("--cluster: not a valid Redis URL (bad port {:?})", shown(p, 20)))?,
+        Some(p) => p.parse().map_err(|_| {
+            format!(
+                "--cluster: not a valid Redis URL (bad port {:?})",
+                shown(p, 20)
+            )
+        })?,
     };
     if port == 0 {
         return Err("--cluster: port 0 is not a Redis port".into());
@@ -180,7 +185,10 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// `s` as safe to print, cut to `max` characters.
 fn shown(s: &str, max: usize) -> String {
-    crate::relay::display::terminal_safe(s).chars().take(max).collect()
+    crate::relay::display::terminal_safe(s)
+        .chars()
+        .take(max)
+        .collect()
 }
 
 /// One record for Redis. `origin` is told (CLUSTER_UNAVAILABLE) if it
@@ -261,9 +269,11 @@ mod no_redis {
     pub enum Node {}
 
     pub fn open(_cfg: &ClusterConfig) -> Result<Node, String> {
-        Err("this workbench was built without the `cluster` feature: --cluster is \
+        Err(
+            "this workbench was built without the `cluster` feature: --cluster is \
              not available (build with the default features)"
-            .into())
+                .into(),
+        )
     }
 
     impl Node {
@@ -294,10 +304,16 @@ mod tests {
     fn urls_parse_to_host_port_db_and_credentials() {
         let (t, shown) = parse_url("redis://:p%40ss@127.0.0.1:6390/3").unwrap();
         assert_eq!(shown, "redis://127.0.0.1:6390/3");
-        assert_eq!((t.password.as_deref(), t.user.as_deref(), t.db), (Some("p@ss"), None, 3));
+        assert_eq!(
+            (t.password.as_deref(), t.user.as_deref(), t.db),
+            (Some("p@ss"), None, 3)
+        );
         let (t, shown) = parse_url("redis://user:pw@[::1]").unwrap();
         assert_eq!(shown, "redis://[::1]:6379/0");
-        assert_eq!((t.host.as_str(), t.port, t.user.as_deref()), ("::1", 6379, Some("user")));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_deref()),
+            ("::1", 6379, Some("user"))
+        );
         for bad in [
             "redis://h:1/x",
             "redis://:%zz@h:1",

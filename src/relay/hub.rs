@@ -872,16 +872,15 @@ impl State {
         let now = self.now();
         let agents = &self.agents;
         let online = |a: &str| AgentId::parse(a).is_some_and(|a| agents.contains_key(&a));
-        let routed =
-            handle_proposal::handle(&mut self.proposals, actor, req, &raw, online, now)
-                .inspect_err(|r| {
-                    if matches!(r, handle_proposal::Refused::InvalidSignature(_)) {
-                        fx.logs.push((
-                            "sig_verification_failed",
-                            json!({"conn": id, "agent": me.as_str(), "msg_type": kind}),
-                        ));
-                    }
-                })?;
+        let routed = handle_proposal::handle(&mut self.proposals, actor, req, &raw, online, now)
+            .inspect_err(|r| {
+                if matches!(r, handle_proposal::Refused::InvalidSignature(_)) {
+                    fx.logs.push((
+                        "sig_verification_failed",
+                        json!({"conn": id, "agent": me.as_str(), "msg_type": kind}),
+                    ));
+                }
+            })?;
         // Kept before either party hears of it; undone if it cannot be.
         if let Some(rec) = self.proposals.by_id(&routed.id).map(Proposal::to_record) {
             if let Err(e) = self.store.append(&Record::Proposal(rec)) {

@@ -499,7 +499,11 @@ fn answer_health(stream: &TcpStream, hub: &Hub) -> bool {
     let response = format!(
         "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-        if ok { "200 OK" } else { "503 Service Unavailable" },
+        if ok {
+            "200 OK"
+        } else {
+            "503 Service Unavailable"
+        },
         body.len()
     );
     let _ = s.write_all(response.as_bytes());

@@ -53,14 +53,12 @@ impl Relay {
     /// On a given port (0: any), e.g. to restart a relay in place. Its
     /// state goes to a fresh temp data directory unless `extra` chooses.
     pub fn start_on(port: u16, extra: &[&str]) -> Relay {
-        let chosen = extra
-            .iter()
-            .any(|a| {
-                *a == "--ephemeral"
-                    || *a == "--data-dir"
-                    || a.starts_with("--data-dir=")
-                    || *a == "--cluster"
-            });
+        let chosen = extra.iter().any(|a| {
+            *a == "--ephemeral"
+                || *a == "--data-dir"
+                || a.starts_with("--data-dir=")
+                || *a == "--cluster"
+        });
         if chosen {
             return Relay::spawn(port, extra, None);
         }

@@ -90,7 +90,8 @@ pub fn open(cfg: &ClusterConfig) -> Result<Node, String> {
     let (tx, rx) = mpsc::sync_channel(QUEUE);
     let reader_up = Arc::new(AtomicBool::new(true));
     let writer_up = Arc::new(AtomicBool::new(true));
-    let random = crate::util::random_hex(4).unwrap_or_else(|_| format!("{:08x}", std::process::id()));
+    let random =
+        crate::util::random_hex(4).unwrap_or_else(|_| format!("{:08x}", std::process::id()));
     let session: Arc<str> = format!("{}/{random}", cfg.node_id).into();
     Ok(Node {
         link: Some(Link {
@@ -139,7 +140,8 @@ fn entries(v: RValue) -> Vec<(String, String)> {
         let RValue::Array(items) = s else { continue };
         for item in items {
             let RValue::Array(pair) = item else { continue };
-            let (Some(id), Some(RValue::Array(fields))) = (pair.first().and_then(text), pair.get(1))
+            let (Some(id), Some(RValue::Array(fields))) =
+                (pair.first().and_then(text), pair.get(1))
             else {
                 continue;
             };
@@ -338,7 +340,10 @@ fn publisher(hub: Arc<Hub>, info: ConnectionInfo, rx: Receiver<Out>, up: Arc<Ato
                 Ok(c) => con = Some(c),
                 Err(e) => {
                     if up.swap(false, Ordering::Relaxed) {
-                        log_event("cluster_unavailable", json!({"error": e.to_string(), "side": "publish"}));
+                        log_event(
+                            "cluster_unavailable",
+                            json!({"error": e.to_string(), "side": "publish"}),
+                        );
                     }
                 }
             }
@@ -362,7 +367,10 @@ fn publisher(hub: Arc<Hub>, info: ConnectionInfo, rx: Receiver<Out>, up: Arc<Ato
             Err(e) => {
                 con = None;
                 if up.swap(false, Ordering::Relaxed) {
-                    log_event("cluster_unavailable", json!({"error": e, "side": "publish"}));
+                    log_event(
+                        "cluster_unavailable",
+                        json!({"error": e, "side": "publish"}),
+                    );
                 }
                 for o in batch {
                     if o.retry {
@@ -452,7 +460,10 @@ fn read_loop(
             Err(e) => {
                 con = None;
                 if up.swap(false, Ordering::Relaxed) {
-                    log_event("cluster_unavailable", json!({"error": e.to_string(), "side": "read"}));
+                    log_event(
+                        "cluster_unavailable",
+                        json!({"error": e.to_string(), "side": "read"}),
+                    );
                 }
             }
         }
@@ -483,4 +494,3 @@ pub fn farewell(target: &Target, body: &str) {
             .query::<RValue>(&mut c);
     }
 }
-

@@ -27,13 +27,11 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::{
-    Agent, Conn, ConnId, Effects, ErrorCode, Hub, HubConfig, Refusal, State, TokenBucket,
-};
+use super::{Agent, Conn, ConnId, Effects, ErrorCode, Hub, HubConfig, Refusal, State, TokenBucket};
 use crate::relay::cluster::{self, Link, Out};
 use crate::relay::outbox::{Outgoing, QueueFull, SendQueue};
-use crate::relay::protocol::{AgentId, AgentName, ClientMsg, Target};
 use crate::relay::proposal_wire::ProposalRequest;
+use crate::relay::protocol::{AgentId, AgentName, ClientMsg, Target};
 use crate::relay::store::Store;
 use crate::relay::trust::{self, Binding, KeyBytes};
 use crate::util::now_ms;
@@ -628,7 +626,14 @@ impl State {
         self.remove_final(ids.into_iter().map(|id| (id, "node dead")).collect(), fx);
     }
 
-    fn apply_req(&mut self, cfg: &HubConfig, session: &Arc<str>, rec: Rec, t: u64, fx: &mut Effects) {
+    fn apply_req(
+        &mut self,
+        cfg: &HubConfig,
+        session: &Arc<str>,
+        rec: Rec,
+        t: u64,
+        fx: &mut Effects,
+    ) {
         let Some((id, local)) = self.resolve(session, rec.c) else {
             return;
         };
@@ -887,8 +892,9 @@ impl Hub {
                 v["format"]
             ));
         }
-        let lasting = crate::relay::store::decode_lines(v["lasting"].as_str().unwrap_or("").as_bytes())
-            .map_err(|e| format!("snapshot: {e}"))?;
+        let lasting =
+            crate::relay::store::decode_lines(v["lasting"].as_str().unwrap_or("").as_bytes())
+                .map_err(|e| format!("snapshot: {e}"))?;
         let mut st = self.lock();
         let counts = st.restore(&self.cfg, lasting);
         let mut fx = Effects::default();
@@ -913,7 +919,10 @@ impl Hub {
                 .filter(|(_, c)| c.origin.is_some())
                 .map(|(id, _)| *id)
                 .collect();
-            st.remove_final(mirrors.into_iter().map(|id| (id, "resync")).collect(), &mut fx);
+            st.remove_final(
+                mirrors.into_iter().map(|id| (id, "resync")).collect(),
+                &mut fx,
+            );
             let q = &self.cfg.quotas;
             st.channels.clear();
             let now = Instant::now();
@@ -947,8 +956,10 @@ impl State {
                 Some((s, cid)) => (s.clone(), *cid),
                 None => (session.clone(), *id),
             };
-            agents.push(json!({"s": &*s, "c": cid, "id": a.id.as_str(), "name": a.name.as_str(),
-                               "pem": a.pubkey, "proven": a.proven}));
+            agents.push(
+                json!({"s": &*s, "c": cid, "id": a.id.as_str(), "name": a.name.as_str(),
+                               "pem": a.pubkey, "proven": a.proven}),
+            );
         }
         let members: serde_json::Map<String, serde_json::Value> = self
             .channels
