@@ -8,6 +8,7 @@
 //!
 //! usage: cargo run --release --example relay_load -- --url ws://127.0.0.1:PORT
 //!        --pid RELAY_PID [--only all|empty,fanout,sustained,idle] [--reps 3]
+//!        [--redis-pid PID]
 //!        [--fanout 10,100,500] [--messages 100] [--sustain-agents 200]
 //!        [--sustain-secs 10] [--idle 5000] [--client-threads 2]
 //!
@@ -17,6 +18,11 @@
 //! * sustained: N agents in `#agents`, each sending one message per 1.1 s,
 //!   staggered; counts deliveries and the relay's CPU (utime+stime).
 //! * idle: `--idle` identified connections held; the relay's RSS growth.
+//!
+//! A cluster (issue 14 §2, scripts/bench_relay_cluster.sh): `--url` and
+//! `--pid` take comma-separated lists; agent i connects to URL i mod n (the
+//! fan-out sender to the first), CPU is summed over the pids, and
+//! `--redis-pid` adds redis-server's CPU to the sustained run, apart.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +46,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 struct Args {
     url: String,
-    pid: u32,
+    urls: Vec<String>,
+    pids: Vec<u32>,
+    redis_pid: Option<u32>,
     only: String,
     reps: usize,
     fanout: Vec<usize>,
@@ -56,9 +64,16 @@ fn args() -> Res<Args> {
     let fanout: String = a
         .opt_value_from_str("--fanout")?
         .unwrap_or("10,100,500".into());
+    let url: String = a.value_from_str("--url")?;
+    let pids: String = a.value_from_str("--pid")?;
     let out = Args {
-        url: a.value_from_str("--url")?,
-        pid: a.value_from_str("--pid")?,
+        urls: url.split(',').map(str::to_string).collect(),
+        url,
+        pids: pids
+            .split(',')
+            .map(|s| s.trim().parse())
+            .collect::<Result<_, _>>()?,
+        redis_pid: a.opt_value_from_str("--redis-pid")?,
         only: a.opt_value_from_str("--only")?.unwrap_or("all".into()),
         reps: a.opt_value_from_str("--reps")?.unwrap_or(3),
         fanout: fanout
@@ -229,13 +244,18 @@ impl Agent {
 }
 
 /// Connected, identified agents, set up `batch` at a time in parallel.
-fn agents(url: &str, n: usize, name: &str) -> Res<Vec<Agent>> {
+/// CPU ms over all the relay processes.
+fn cpu_sum(pids: &[u32]) -> Res<u64> {
+    pids.iter().map(|p| cpu_ms(*p)).sum()
+}
+
+fn agents(urls: &[String], n: usize, name: &str) -> Res<Vec<Agent>> {
     let mut out = Vec::with_capacity(n);
     let batch = 50;
     for start in (0..n).step_by(batch) {
         let handles: Vec<_> = (start..(start + batch).min(n))
             .map(|i| {
-                let url = url.to_string();
+                let url = urls[i % urls.len()].clone();
                 let name = format!("{name}{i}");
                 thread::spawn(move || -> Result<Agent, String> {
                     let mut a = Agent::connect(&url).map_err(|e| e.to_string())?;
@@ -364,7 +384,7 @@ fn send_on(sock: &TcpStream, text: &str) -> io::Result<()> {
 
 fn fanout(a: &Args, n: usize, rep: usize) -> Res<Value> {
     let tag = format!("F{n}r{rep}:");
-    let mut clients = agents(&a.url, n, &format!("fan{n}r{rep}-"))?;
+    let mut clients = agents(&a.urls, n, &format!("fan{n}r{rep}-"))?;
     join_all(&mut clients, "#general")?;
     let (tx, rx) = mpsc::channel::<(u64, Instant)>();
     let reader_tag = tag.clone();
@@ -408,7 +428,7 @@ fn fanout(a: &Args, n: usize, rep: usize) -> Res<Value> {
 fn sustained(a: &Args) -> Res<Value> {
     let n = a.sustain_agents;
     let tag = "S";
-    let mut clients = agents(&a.url, n, "sus")?;
+    let mut clients = agents(&a.urls, n, "sus")?;
     join_all(&mut clients, "#agents")?;
     let delivered = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -427,7 +447,8 @@ fn sustained(a: &Args) -> Res<Value> {
         }
     })?;
     thread::sleep(Duration::from_millis(500));
-    let cpu0 = cpu_ms(a.pid)?;
+    let cpu0 = cpu_sum(&a.pids)?;
+    let redis0 = a.redis_pid.map(cpu_ms).transpose()?;
     let t0 = Instant::now();
     // Agent j % n sends at t0 + j * 1.1 s / n: each agent once per 1.1 s.
     let step = Duration::from_secs_f64(1.1 / n as f64);
@@ -451,7 +472,11 @@ fn sustained(a: &Args) -> Res<Value> {
     if delivered.load(Ordering::Relaxed) < want {
         let _ = done_rx.recv_timeout(Duration::from_secs(10));
     }
-    let cpu = cpu_ms(a.pid)? - cpu0;
+    let cpu = cpu_sum(&a.pids)? - cpu0;
+    let redis_cpu = match (a.redis_pid, redis0) {
+        (Some(p), Some(c0)) => Some(cpu_ms(p)? - c0),
+        _ => None,
+    };
     let got = delivered.load(Ordering::Relaxed);
     let frame_bytes = bytes.load(Ordering::Relaxed) as f64 / got.max(1) as f64;
     close_all(&socks, readers);
@@ -459,18 +484,20 @@ fn sustained(a: &Args) -> Res<Value> {
         "agents": n, "sent": sent, "expected": want, "delivered": got,
         "relay_cpu_ms": cpu, "cpu_us_per_delivery": cpu as f64 * 1000.0 / got.max(1) as f64,
         "frame_bytes": frame_bytes, "secs": a.sustain_secs,
+        "nodes": a.pids.len(), "redis_cpu_ms": redis_cpu,
+        "redis_cpu_us_per_delivery": redis_cpu.map(|c| c as f64 * 1000.0 / got.max(1) as f64),
     }))
 }
 
 fn idle(a: &Args) -> Res<Value> {
     thread::sleep(Duration::from_millis(500));
-    let rss0 = rss_kb(a.pid)?;
-    let held = agents(&a.url, a.idle, "idle")?;
+    let rss0 = rss_kb(a.pids[0])?;
+    let held = agents(&a.urls, a.idle, "idle")?;
     thread::sleep(Duration::from_secs(1));
-    let rss1 = rss_kb(a.pid)?;
-    let cpu0 = cpu_ms(a.pid)?;
+    let rss1 = rss_kb(a.pids[0])?;
+    let cpu0 = cpu_sum(&a.pids)?;
     thread::sleep(Duration::from_secs(5));
-    let idle_cpu = cpu_ms(a.pid)? - cpu0;
+    let idle_cpu = cpu_sum(&a.pids)? - cpu0;
     drop(held);
     thread::sleep(Duration::from_millis(500));
     Ok(json!({
@@ -484,9 +511,9 @@ fn run(a: &Args) -> Res<Value> {
     let has = |what: &str| a.only == "all" || a.only.split(',').any(|s| s == what);
     let mut out = json!({"url": a.url});
     if has("empty") {
-        let c0 = cpu_ms(a.pid)?;
+        let c0 = cpu_sum(&a.pids)?;
         thread::sleep(Duration::from_secs(3));
-        out["idle_cpu_ms_3s_empty"] = json!(cpu_ms(a.pid)? - c0);
+        out["idle_cpu_ms_3s_empty"] = json!(cpu_sum(&a.pids)? - c0);
     }
     if has("fanout") {
         for &n in &a.fanout {

@@ -29,16 +29,8 @@ RATE=(--rate-burst 1000000 --rate-per-sec 1000000 --ip-rate-burst 1000000 --ip-r
       --channel-rate-burst 1000000 --channel-rate-per-sec 1000000 --max-per-ip 100000
       --connect-rate-burst 100000 --connect-rate-per-sec 100000)
 
-wait_port() { # <stderr file> -> port
-  for _ in $(seq 1 100); do
-    local p
-    p=$(grep -o '"event":"listening"[^}]*"port":[0-9]*' "$1" 2>/dev/null | grep -o '"port":[0-9]*' | head -1 | cut -d: -f2 || true)
-    if [ -n "$p" ]; then echo "$p"; return 0; fi
-    sleep 0.1
-  done
-  echo "relay did not start; see $1" >&2
-  return 1
-}
+# shellcheck source=scripts/relay_bench_lib.sh
+. scripts/relay_bench_lib.sh
 
 run_one() { # <label> <relay flags...>
   local label=$1; shift

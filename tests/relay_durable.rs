@@ -15,7 +15,7 @@ use std::time::Duration;
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
-use support::{keyed, now_ms, watchdog, Key, Relay, TempHome, Ws, BIN};
+use support::{keyed, now_ms, watchdog, Key, Relay, TempHome, Ws, BIN, FAST};
 
 /// A data directory removed on drop.
 struct DataDir(PathBuf);
@@ -60,20 +60,6 @@ impl Drop for DataDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
-
-/// Flags that let one client send as fast as it likes.
-const FAST: [&str; 10] = [
-    "--rate-burst",
-    "100000",
-    "--rate-per-sec",
-    "100000",
-    "--ip-rate-burst",
-    "1000000",
-    "--channel-rate-burst",
-    "1000000",
-    "--connect-rate-burst",
-    "1000",
-];
 
 fn start(dir: &DataDir, extra: &[&str]) -> Relay {
     let mut args = vec!["--data-dir", dir.arg()];

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{arg_error, finish, usage_error, CliError, CliResult};
 use crate::ratelimit::Rate;
+use crate::relay::cluster;
 use crate::relay::conn::Limits;
 use crate::relay::hub::{HubConfig, Quotas, TrustConfig};
 use crate::relay::proposals::StoreLimits;
@@ -13,14 +14,14 @@ use crate::relay::store::{self, Fsync, JournalConfig};
 use crate::relay::trust::Allowlist;
 
 pub const USAGE: &str = "\
-usage: workbench relay [--data-dir DIR | --ephemeral] [--fsync interval] [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [--cert FILE --key FILE] [trust and quota options below]
+usage: workbench relay [--data-dir DIR | --ephemeral | --cluster redis://HOST:PORT[/DB]] [--fsync interval] [--port 6667] [--host 0.0.0.0] [--name NAME] [--buffer-size 20] [--rate-burst 10] [--rate-per-sec 1] [--log-messages] [--max-connections 10000] [--max-per-ip 50] [--max-frame 65536] [--outbox 256] [--require-proof] [--allow FILE] [--no-ephemeral] [--cert FILE --key FILE] [trust and quota options below]
 
 Runs an AgentChat 0.3.0 compatible WebSocket relay: agents IDENTIFY, JOIN
 channels (#general and #agents exist from the start), send MSG to channels
 or to @agent ids, and get the last --buffer-size channel messages replayed
 when they join. Logs are JSON lines on stderr; the first is
 {\"event\":\"listening\",\"port\":…}, and every line names the mode and the
-node (--name). Stops cleanly on Ctrl-C / SIGTERM. `GET /health` on the
+node (--name, or --node-id in a cluster). Stops cleanly on Ctrl-C / SIGTERM. `GET /health` on the
 relay port answers JSON without a WebSocket upgrade (for load balancers:
 `curl http://HOST:6667/health`).
 
@@ -34,7 +35,32 @@ modes and where state lives (docs/relay-state.md):
                        none of it. Connections, presence and rate buckets
                        are not kept (clients reconnect and JOIN again).
   --ephemeral          memory only, as AgentChat 0.3.0: a restart loses all
-  --cluster            not in this build (issue 14 section 2)
+  --cluster URL        one node of a cluster (docs/relay-cluster.md): all of
+                       the durable state, and presence, live in Redis (a
+                       stream and a snapshot key); every node applies the
+                       same records in the same order, so any number of
+                       nodes behind a TCP load balancer act as one relay. A
+                       node's restart or loss loses nothing but its
+                       connections (its agents leave within ~12 s and
+                       reconnect to another node); Redis keeps the state
+                       across its own restarts only with AOF on (appendonly
+                       yes). No data directory is used.
+
+cluster (docs/relay-cluster.md; example HAProxy config with the /health
+check: docs/relay-cluster.haproxy.cfg):
+  --cluster URL        redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (port 6379,
+                       database 0 by default); rediss:// (TLS) is refused in
+                       this build. Unreachable at start: exit 1. While Redis
+                       is away, requests get ERROR CLUSTER_UNAVAILABLE,
+                       sessions stay, /health answers 503, and the node
+                       reconnects with backoff.
+  --node-id ID         this node's name in logs and in Redis (default:
+                       hostname plus random digits); keep it across restarts
+                       so a restarted node takes over its old session at once
+  --cluster-snapshot-every N  records between snapshots of the state in
+                       Redis; the stream is trimmed behind them (default 10000)
+  behind a load balancer every client has the balancer's address: raise
+  --max-per-ip and --connect-rate-* (or limit at the balancer).
 
 durable state:
   --data-dir DIR       where (default $XDG_STATE_HOME/workbench/relay, else
@@ -110,6 +136,7 @@ example:
   workbench relay --ephemeral --port 7000
   workbench relay --data-dir /var/lib/workbench-relay --fsync always
   workbench relay --require-proof --allow team-keys.txt --no-ephemeral
+  workbench relay --cluster redis://:PASSWORD@10.0.0.5:6379/0 --node-id relay-1
   workbench listen ws://localhost:6667 '#general'
 ";
 
@@ -211,6 +238,10 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
     let fsync: Option<String> = args.opt_value_from_str("--fsync").map_err(&e)?;
     let compact_at: Option<u64> = args.opt_value_from_str("--compact-at").map_err(&e)?;
     let cluster: Option<String> = args.opt_value_from_str("--cluster").map_err(&e)?;
+    let node_id: Option<String> = args.opt_value_from_str("--node-id").map_err(&e)?;
+    let snapshot_every: Option<usize> = args
+        .opt_value_from_str("--cluster-snapshot-every")
+        .map_err(&e)?;
     finish(args, USAGE)?;
     let tls = match (cert, key) {
         (None, None) => None,
@@ -222,13 +253,15 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
         _ => return Err(usage_error(USAGE, "--cert and --key go together")),
     };
 
-    if cluster.is_some() {
+    let state = if let Some(url) = cluster {
+        let local = ephemeral || data_dir.is_some() || fsync.is_some() || compact_at.is_some();
+        cluster_mode(&url, node_id, snapshot_every, local)?
+    } else if node_id.is_some() || snapshot_every.is_some() {
         return Err(usage_error(
             USAGE,
-            "--cluster is not in this build yet (issue 14 section 2); run one durable relay",
+            "--node-id and --cluster-snapshot-every go with --cluster",
         ));
-    }
-    let state = if ephemeral {
+    } else if ephemeral {
         if data_dir.is_some() || fsync.is_some() || compact_at.is_some() {
             return Err(usage_error(
                 USAGE,
@@ -394,6 +427,60 @@ fn parse(mut args: pico_args::Arguments) -> Result<ServerConfig, CliError> {
         },
         tls,
     })
+}
+
+/// `--cluster URL [--node-id ID]` (docs/relay-cluster.md): state lives in
+/// Redis, so no data directory options go with it.
+fn cluster_mode(
+    url: &str,
+    node_id: Option<String>,
+    snapshot_every: Option<usize>,
+    local_state: bool,
+) -> Result<StateMode, CliError> {
+    if local_state {
+        return Err(usage_error(
+            USAGE,
+            "--cluster keeps the relay's state in Redis: it does not go with --ephemeral, \
+             --data-dir, --fsync or --compact-at",
+        ));
+    }
+    let (target, shown) = cluster::parse_url(url).map_err(|m| usage_error(USAGE, m))?;
+    let node_id = match node_id {
+        Some(n) => n,
+        None => {
+            let tail =
+                crate::util::random_hex(3).unwrap_or_else(|_| format!("{}", std::process::id()));
+            let host: String = hostname()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(40)
+                .collect();
+            format!("{host}-{tail}")
+        }
+    };
+    let ok = (1..=64).contains(&node_id.len())
+        && node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if !ok {
+        return Err(usage_error(
+            USAGE,
+            "--node-id must be 1 to 64 characters: letters, digits, - _ . :",
+        ));
+    }
+    let snapshot_every = snapshot_every.unwrap_or(10_000);
+    if !(100..=10_000_000).contains(&snapshot_every) {
+        return Err(usage_error(
+            USAGE,
+            "--cluster-snapshot-every must be between 100 and 10000000",
+        ));
+    }
+    Ok(StateMode::Cluster(cluster::ClusterConfig {
+        target,
+        shown,
+        node_id,
+        snapshot_every,
+    }))
 }
 
 pub fn run(args: pico_args::Arguments) -> CliResult {

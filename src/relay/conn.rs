@@ -228,7 +228,7 @@ fn handle_incoming(
     let refusal = match incoming {
         Incoming::Text(text) => match ClientMsg::parse(&text) {
             Ok(msg) => {
-                hub.handle(id, msg);
+                hub.handle_text(id, &text, msg);
                 None
             }
             Err(r) => Some(r),

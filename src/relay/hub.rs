@@ -31,6 +31,10 @@ use super::{identity, signing};
 use crate::ratelimit::{KeyedLimiter, Rate, TokenBucket};
 use crate::util::{log_event, now_ms};
 
+mod replica;
+
+pub use replica::NullQueue;
+
 /// Channels that exist from startup (0.3.0 creates these two). They are
 /// never freed.
 pub const DEFAULT_CHANNELS: [&str; 2] = ["#general", "#agents"];
@@ -159,6 +163,22 @@ struct Agent {
     proven: bool,
 }
 
+impl Agent {
+    fn new(id: AgentId, name: AgentName, keyed: Option<(String, KeyBytes)>, proven: bool) -> Agent {
+        let (pubkey, key) = match keyed {
+            Some((p, k)) => (Some(p), Some(k)),
+            None => (None, None),
+        };
+        Agent {
+            id,
+            name,
+            pubkey,
+            key,
+            proven,
+        }
+    }
+}
+
 /// A keyed IDENTIFY waiting for its VERIFY_IDENTITY.
 struct Pending {
     challenge: Challenge,
@@ -187,6 +207,16 @@ struct Conn {
     refusals: u32,
     /// Refusals since the last message that was accepted.
     refused_in_a_row: u32,
+    /// Cluster mode (`replica`): the agent this connection asked to be,
+    /// while its admission record travels through Redis.
+    admitting: Option<Agent>,
+    /// Cluster mode: a connection of another node, mirrored here (its
+    /// node's session and its id there); its outbox discards.
+    origin: Option<(std::sync::Arc<str>, ConnId)>,
+    /// Cluster mode: a local connection that ended, kept (silent) until
+    /// the record of its departure comes back through the stream, so it
+    /// leaves at the same place in every node's order.
+    ghost: bool,
 }
 
 /// A channel message kept for replay to later joiners.
@@ -244,6 +274,8 @@ struct State {
     /// Where every acknowledged change is written before it is answered
     /// (relay/store.rs): the journal, or nothing under `--ephemeral`.
     store: Box<dyn Store>,
+    /// `--cluster`: this node's view of the other nodes (`replica`).
+    cluster: Option<replica::Replica>,
 }
 
 /// Work left for after the lock is released, and peers to drop.
@@ -257,11 +289,15 @@ struct Effects {
     logs: Vec<(&'static str, Value)>,
     /// A compaction's snapshot, written after the lock is released.
     snapshot: Option<SnapshotJob>,
+    /// Cluster records to publish once the lock is released.
+    publish: Vec<crate::relay::cluster::Out>,
 }
 
 pub struct Hub {
     cfg: HubConfig,
     state: Mutex<State>,
+    /// `--cluster`: the queue to Redis.
+    link: Option<crate::relay::cluster::Link>,
 }
 
 impl Hub {
@@ -295,6 +331,7 @@ impl Hub {
             creates_by_agent: KeyedLimiter::new(hourly(per_hour), LIMITER_KEYS, LIMITER_IDLE),
             creates_by_ip: KeyedLimiter::new(hourly(per_hour * 4.0), LIMITER_KEYS, LIMITER_IDLE),
             store,
+            cluster: None,
         };
         let now = Instant::now();
         for name in DEFAULT_CHANNELS {
@@ -309,6 +346,7 @@ impl Hub {
         Hub {
             cfg,
             state: Mutex::new(st),
+            link: None,
         }
     }
 
@@ -342,6 +380,9 @@ impl Hub {
                 bucket,
                 refusals: 0,
                 refused_in_a_row: 0,
+                admitting: None,
+                origin: None,
+                ghost: false,
             },
         );
         id
@@ -366,7 +407,7 @@ impl Hub {
             st.reap(&mut fx);
             st.maybe_compact(&self.cfg, &mut fx);
         }
-        fx.finish();
+        self.finish(fx);
     }
 
     /// Answers a message that never made it past parsing (bad JSON, a
@@ -378,7 +419,7 @@ impl Hub {
             st.refuse(id, "unparsed", r, &mut fx);
             st.reap(&mut fx);
         }
-        fx.finish();
+        self.finish(fx);
     }
 
     /// By when (Unix ms) connection `id` must be identified, or `None` if it
@@ -439,7 +480,7 @@ impl Hub {
             st.reap(&mut fx);
             true
         };
-        fx.finish();
+        self.finish(fx);
         ended
     }
 
@@ -456,6 +497,7 @@ impl Hub {
                 Some(list) => st
                     .conns
                     .iter()
+                    .filter(|(_, c)| c.origin.is_none())
                     .filter(|(_, c)| {
                         let key = c
                             .agent
@@ -477,7 +519,7 @@ impl Hub {
             st.reap(&mut fx);
             out.len()
         };
-        fx.finish();
+        self.finish(fx);
         n
     }
 
@@ -491,7 +533,7 @@ impl Hub {
         }
         // The reader and writer are already ending; no need to shut down.
         fx.shutdown.clear();
-        fx.finish();
+        self.finish(fx);
     }
 
     /// Asks every writer to send a close frame, then forgets all connections
@@ -512,7 +554,11 @@ impl Hub {
 
     /// Number of registered connections (for tests and logs).
     pub fn connections(&self) -> usize {
-        self.lock().conns.len()
+        self.lock()
+            .conns
+            .values()
+            .filter(|c| c.origin.is_none() && !c.ghost)
+            .count()
     }
 
     pub fn server_name(&self) -> &str {
@@ -627,7 +673,7 @@ impl State {
     }
 
     fn send_msg(&self, id: ConnId, msg: &ServerMsg, fx: &mut Effects) {
-        self.send(id, Outgoing::Text(msg.encode(now_ms()).into()), fx);
+        self.send(id, Outgoing::Text(msg.encode(self.now()).into()), fx);
     }
 
     /// Queues one already-encoded frame on every member of `members`.
@@ -640,7 +686,7 @@ impl State {
     /// Sends the ERROR for `r` and logs the refusal (the first
     /// `LOGGED_REFUSALS` of a connection; the rest are counted).
     fn refuse(&mut self, id: ConnId, kind: &str, r: &Refusal, fx: &mut Effects) {
-        let text = ServerMsg::from(r).encode(now_ms());
+        let text = ServerMsg::from(r).encode(self.now());
         self.send(id, Outgoing::Text(text.into()), fx);
         let mut flooding = false;
         if let Some(c) = self.conns.get_mut(&id) {
@@ -705,6 +751,10 @@ impl State {
     /// Takes one token for a message that reaches someone else: from the
     /// connection's bucket (if `per_conn`) and from its address's.
     fn charge(&mut self, cfg: &HubConfig, id: ConnId, per_conn: bool) -> Result<(), Refusal> {
+        if self.applying() {
+            // Charged by the sender's node before it published (`precheck`).
+            return Ok(());
+        }
         let now = Instant::now();
         let conn = self.conns.get_mut(&id).ok_or_else(auth_required)?;
         if per_conn && !conn.bucket.try_take(now, cfg.conn_rate()) {
@@ -819,18 +869,18 @@ impl State {
         let before: Option<Proposal> = target
             .as_deref()
             .and_then(|t| self.proposals.by_id(t).cloned());
+        let now = self.now();
         let agents = &self.agents;
         let online = |a: &str| AgentId::parse(a).is_some_and(|a| agents.contains_key(&a));
-        let routed =
-            handle_proposal::handle(&mut self.proposals, actor, req, &raw, online, now_ms())
-                .inspect_err(|r| {
-                    if matches!(r, handle_proposal::Refused::InvalidSignature(_)) {
-                        fx.logs.push((
-                            "sig_verification_failed",
-                            json!({"conn": id, "agent": me.as_str(), "msg_type": kind}),
-                        ));
-                    }
-                })?;
+        let routed = handle_proposal::handle(&mut self.proposals, actor, req, &raw, online, now)
+            .inspect_err(|r| {
+                if matches!(r, handle_proposal::Refused::InvalidSignature(_)) {
+                    fx.logs.push((
+                        "sig_verification_failed",
+                        json!({"conn": id, "agent": me.as_str(), "msg_type": kind}),
+                    ));
+                }
+            })?;
         // Kept before either party hears of it; undone if it cannot be.
         if let Some(rec) = self.proposals.by_id(&routed.id).map(Proposal::to_record) {
             if let Err(e) = self.store.append(&Record::Proposal(rec)) {
@@ -898,7 +948,7 @@ impl State {
                     break aid;
                 }
             };
-            self.admit(cfg, id, aid, name, None, false, fx);
+            self.admit_or_request(cfg, id, aid, name, None, false, fx);
             return Ok(());
         };
         let key = trust::canonical_pubkey(&pem)
@@ -952,7 +1002,7 @@ impl State {
             ));
         }
         self.persist_binding(&aid, &key, fx)?;
-        self.admit(cfg, id, aid, name, Some((pem, key)), false, fx);
+        self.admit_or_request(cfg, id, aid, name, Some((pem, key)), false, fx);
         Ok(())
     }
 
@@ -1019,19 +1069,9 @@ impl State {
             server: &cfg.server_name,
             verified: proven.then_some(true),
         }
-        .encode(now_ms());
+        .encode(self.now());
         if let Some(c) = self.conns.get_mut(&id) {
-            let (pubkey, key) = match keyed {
-                Some((p, k)) => (Some(p), Some(k)),
-                None => (None, None),
-            };
-            c.agent = Some(Agent {
-                id: aid,
-                name,
-                pubkey,
-                key,
-                proven,
-            });
+            c.agent = Some(Agent::new(aid, name, keyed, proven));
         }
         self.send(id, Outgoing::Text(welcome.into()), fx);
     }
@@ -1080,6 +1120,11 @@ impl State {
             )));
         }
         self.check_binding(&p.id, &p.key)?;
+        if self.cluster.is_some() {
+            // Who holds the id is decided where the stream says (`replica`).
+            self.request_admit(id, p.id, p.name, Some((p.pubkey, p.key)), true, fx);
+            return Ok(());
+        }
         self.persist_binding(&p.id, &p.key, fx)?;
         if let Some(&holder) = self.agents.get(&p.id) {
             let holder_proven = self
@@ -1132,7 +1177,7 @@ impl State {
                 channel: channel.as_str(),
                 agent: agent_id.as_str(),
             }
-            .encode(now_ms())
+            .encode(self.now())
             .into();
             self.broadcast(&ch.members, &text, fx);
         }
@@ -1230,7 +1275,7 @@ impl State {
                 channel: channel.as_str(),
                 agent,
             }
-            .encode(now_ms())
+            .encode(self.now())
             .into();
             self.broadcast(&ch.members, &text, fx);
         }
@@ -1321,7 +1366,7 @@ impl State {
                 }
             },
         };
-        if let Some(pem) = &pubkey {
+        if let Some(pem) = pubkey.as_ref().filter(|_| !self.applying()) {
             self.check_signed(cfg, pem, &to, &content, sig.as_deref(), client_ts)
                 .inspect_err(|r| {
                     if r.code == ErrorCode::SignatureRequired && sig.is_some() {
@@ -1332,7 +1377,8 @@ impl State {
                     }
                 })?;
         }
-        if let Target::Channel(name) = &to {
+        let applying = self.applying();
+        if let (Target::Channel(name), false) = (&to, applying) {
             let rate = cfg.quotas.channel_rate;
             if let Some(ch) = self.channels.get_mut(name) {
                 if !ch.bucket.try_take(Instant::now(), rate) {
@@ -1342,7 +1388,7 @@ impl State {
         }
         if let (Some(sig), Some(ts), Some(_)) = (&sig, client_ts, &pubkey) {
             let forget_at = ts.saturating_add(cfg.trust.ts_window_ms);
-            match self.seen.admit(sig, forget_at, now_ms()) {
+            match self.seen.admit(sig, forget_at, self.now()) {
                 Ok(()) => {}
                 Err(Replay::Seen) => {
                     return Err(Refusal::new(
@@ -1359,7 +1405,7 @@ impl State {
         }
         // 0.3.0: every relayed frame's ts is the relay's clock. The client's
         // ts, which the signature covers, travels as sig_ts.
-        let ts = now_ms();
+        let ts = self.now();
         let sig_ts = sig.as_ref().and(client_ts);
         let encoded = ServerMsg::Msg {
             from: from.as_str(),
@@ -1628,7 +1674,10 @@ impl State {
                 format!("Channel {} already exists", channel.as_str()),
             ));
         }
-        self.free_idle_channels(cfg, fx);
+        // Not in a cluster: when a channel fell idle differs per node.
+        if self.cluster.is_none() {
+            self.free_idle_channels(cfg, fx);
+        }
         if self.channels.len() >= cfg.quotas.max_channels {
             return Err(Refusal::new(
                 ErrorCode::LimitReached,
@@ -1640,13 +1689,14 @@ impl State {
         }
         let now = Instant::now();
         let per_hour = cfg.quotas.channels_per_hour;
-        if !self.creates_by_agent.try_take(&agent_id, now) {
+        let applying = self.applying();
+        if !applying && !self.creates_by_agent.try_take(&agent_id, now) {
             return Err(rate_limited(&format!(
                 "at most {per_hour} channels per agent per hour"
             )));
         }
         let peer = self.conns.get(&id).and_then(|c| c.peer);
-        if let Some(ip) = peer {
+        if let Some(ip) = peer.filter(|_| !applying) {
             if !self.creates_by_ip.try_take(&ip, now) {
                 return Err(rate_limited(&format!(
                     "at most {} channels per client address per hour",
@@ -1751,9 +1801,15 @@ impl State {
     /// may doom more peers (their outboxes are full too), hence the worklist.
     fn reap(&mut self, fx: &mut Effects) {
         while let Some((id, reason)) = fx.doomed.pop() {
+            if self.ghost_instead(id, reason, fx) {
+                continue;
+            }
             let Some(conn) = self.conns.remove(&id) else {
                 continue;
             };
+            // A mirror's node logs it; a ghost was logged when it ended.
+            let mirror = conn.origin.is_some() || conn.ghost;
+            self.forget_mirror(&conn.origin);
             if let Some(s) = conn.stream {
                 if !fx.kicked.contains(&id) {
                     fx.shutdown.push(s);
@@ -1770,6 +1826,9 @@ impl State {
                 if let Some(aid) = &agent {
                     self.tell_left(name, aid.as_str(), fx);
                 }
+            }
+            if mirror {
+                continue;
             }
             fx.logs.push((
                 "disconnect",

@@ -10,9 +10,11 @@
 //! `proposal_wire`, and their handling in `handle_proposal`, which `hub`
 //! dispatches to. Trust (issue 12): key bindings, replay memory, the
 //! allowlist and the proof challenge in `trust`; what a terminal may be
-//! shown of a relay's text in `display`.
+//! shown of a relay's text in `display`. A cluster node (issue 14 §2):
+//! Redis in `cluster`, the hub as a replica in `hub/replica`.
 
 pub mod client;
+pub mod cluster;
 pub mod conn;
 pub mod display;
 pub mod frame;

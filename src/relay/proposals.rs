@@ -446,6 +446,9 @@ pub struct ProposalStore {
     /// Signatures of accepted PROPOSALs, oldest first, and as a set.
     used_order: VecDeque<String>,
     used: HashSet<String>,
+    /// The id the next `create` gives (a cluster node applying a record);
+    /// `None`: a fresh random one.
+    pub next_id: Option<String>,
 }
 
 impl ProposalStore {
@@ -523,7 +526,9 @@ impl ProposalStore {
             return Err(ProposalError::TooManyPending);
         }
         self.make_room(now)?;
-        let mut id = new_proposal_id(now);
+        // A cluster node applying a PROPOSAL uses the id its sender's node
+        // drew (relay/hub/replica.rs), so every node stores the same one.
+        let mut id = self.next_id.take().unwrap_or_else(|| new_proposal_id(now));
         while self.proposals.contains_key(&id) {
             id = new_proposal_id(now);
         }

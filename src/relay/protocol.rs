@@ -49,6 +49,10 @@ pub enum ErrorCode {
     /// Issue 14: the relay could not write the change to its journal (a full
     /// or failing disk); nothing was changed.
     StoreFailed,
+    /// Issue 14 §2: a cluster node cannot reach Redis (or its queue to it
+    /// is full), so a request that needs the cluster's state was not
+    /// carried out; nothing was changed.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
@@ -73,6 +77,7 @@ impl ErrorCode {
             ErrorCode::TimestampOutOfWindow => "TIMESTAMP_OUT_OF_WINDOW",
             ErrorCode::LimitReached => "LIMIT_REACHED",
             ErrorCode::StoreFailed => "STORE_FAILED",
+            ErrorCode::ClusterUnavailable => "CLUSTER_UNAVAILABLE",
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::cluster::{self, ClusterConfig};
 use super::conn::{self, Limits};
 use super::hub::{Hub, HubConfig};
 use super::store::{Ephemeral, Journal, JournalConfig, Store};
@@ -61,6 +62,8 @@ pub struct ServerConfig {
 pub enum StateMode {
     Ephemeral,
     Durable(JournalConfig),
+    /// `--cluster redis://…`: one node of a cluster (relay/cluster.rs).
+    Cluster(ClusterConfig),
 }
 
 impl StateMode {
@@ -68,6 +71,7 @@ impl StateMode {
         match self {
             StateMode::Ephemeral => "ephemeral",
             StateMode::Durable(_) => "durable",
+            StateMode::Cluster(_) => "cluster",
         }
     }
 }
@@ -171,12 +175,25 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
     let signals = sys::shutdown_signals();
     let mut common = serde_json::Map::new();
     common.insert("mode".into(), json!(cfg.state.name()));
-    common.insert("node".into(), json!(cfg.hub.server_name));
+    let node = match &cfg.state {
+        StateMode::Cluster(cc) => cc.node_id.clone(),
+        _ => cfg.hub.server_name.clone(),
+    };
+    common.insert("node".into(), json!(node));
     crate::util::set_log_fields(common);
     // The store first: a second relay on one data directory, or damaged
     // data, stops here, before anything listens.
+    // A cluster node connects to Redis first: unreachable, it stops here.
+    let mut node = match &cfg.state {
+        StateMode::Cluster(cc) => Some(cluster::open(cc).map_err(io::Error::other)?),
+        _ => None,
+    };
     let (store, loaded, notes): (Box<dyn Store>, _, _) = match &cfg.state {
         StateMode::Ephemeral => (Box::new(Ephemeral), Vec::new(), Vec::new()),
+        StateMode::Cluster(_) => match node.as_mut().and_then(cluster::Node::take_store) {
+            Some(st) => (Box::new(st), Vec::new(), Vec::new()),
+            None => (Box::new(Ephemeral), Vec::new(), Vec::new()),
+        },
         StateMode::Durable(jc) => {
             let (mut j, loaded) = Journal::open(jc.clone()).map_err(|e| io::Error::other(e.0))?;
             let notes = j.take_notes();
@@ -204,7 +221,13 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
         log_event(event, fields);
     }
 
-    let hub = Arc::new(Hub::with_store(cfg.hub.clone(), seed(), store, loaded));
+    let (hub, node) = match node.take() {
+        None => (
+            Arc::new(Hub::with_store(cfg.hub.clone(), seed(), store, loaded)),
+            None,
+        ),
+        Some(n) => start_node(&cfg, n, store)?,
+    };
     let writer = Writer::start(writer_threads())?;
     let active = Arc::new(Active::default());
     {
@@ -228,6 +251,9 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
         "shutdown",
         json!({"signal": sig, "connections": hub.connections(), "held": hub.census()}),
     );
+    if let (Some(cc), Some(body)) = (node.as_ref(), hub.farewell_record()) {
+        cluster::farewell(&cc.target, &body);
+    }
     hub.close_all();
     active.wait_idle(Duration::from_secs(2));
     // Write batching, for the benchmark: frames written per sendmsg call.
@@ -237,6 +263,39 @@ pub fn run(cfg: ServerConfig) -> io::Result<()> {
         json!({"writer": {"sendmsg_calls": w.sends, "frames": w.frames}}),
     );
     Ok(())
+}
+
+/// A cluster node's hub: the cluster's state loaded from Redis, a `hello`
+/// published, and the Redis threads running (relay/cluster.rs).
+fn start_node(
+    cfg: &ServerConfig,
+    mut n: cluster::Node,
+    store: Box<dyn Store>,
+) -> io::Result<(Arc<Hub>, Option<ClusterConfig>)> {
+    let StateMode::Cluster(cc) = &cfg.state else {
+        unreachable!("start_node is only called in cluster mode")
+    };
+    let link = n
+        .take_link()
+        .ok_or_else(|| io::Error::other("cluster link already taken"))?;
+    let hub = Arc::new(Hub::clustered(
+        cfg.hub.clone(),
+        seed(),
+        store,
+        link,
+        cc.snapshot_every,
+    ));
+    let (last, records) = n.catch_up(&hub).map_err(io::Error::other)?;
+    log_event(
+        "cluster_joined",
+        json!({"records": records, "stream": cluster::STREAM, "redis": cc.shown,
+               "session": hub.session_name(), "census": hub.census()}),
+    );
+    if let Some(body) = hub.hello_record() {
+        hub.publish_control(body);
+    }
+    n.start(hub.clone(), last)?;
+    Ok((hub, Some(cc.clone())))
 }
 
 /// SIGHUP: re-read `--allow FILE`. A file that no longer reads or parses
@@ -425,16 +484,26 @@ fn answer_health(stream: &TcpStream, hub: &Hub) -> bool {
         }
     }
     let mut body = hub.store_info();
-    body["ok"] = json!(true);
+    // A cluster node that cannot reach Redis is unhealthy: 503, so a load
+    // balancer sends new clients elsewhere.
+    let ok = hub.healthy();
+    body["ok"] = json!(ok);
     body["service"] = json!("workbench-relay");
-    body["node"] = json!(hub.server_name());
+    if body.get("node").is_none() {
+        body["node"] = json!(hub.server_name());
+    }
     body["version"] = json!(env!("CARGO_PKG_VERSION"));
     body["pid"] = json!(std::process::id());
     body["connections"] = json!(hub.connections());
     let body = format!("{body}\n");
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        if ok {
+            "200 OK"
+        } else {
+            "503 Service Unavailable"
+        },
         body.len()
     );
     let _ = s.write_all(response.as_bytes());

@@ -205,6 +205,20 @@ fn decode(kind: &str, payload: &str) -> Result<Loaded, String> {
     })
 }
 
+/// Records encoded by [`Record::encode_line`], without a header (a cluster
+/// snapshot, relay/hub/replica.rs), checksums verified.
+pub fn decode_lines(data: &[u8]) -> Result<Vec<Loaded>, String> {
+    let mut out = Vec::new();
+    for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let (kind, payload) = parse_line(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        out.push(decode(kind, payload).map_err(|e| format!("line {}: {e}", i + 1))?);
+    }
+    Ok(out)
+}
+
 /// Where lasting state goes. The hub calls it under its lock, so every
 /// method is quick: an append is one write(2) (plus fdatasync only under
 /// `--fsync always`).
@@ -213,12 +227,16 @@ pub trait Store: Send {
     /// and only then may the change be acknowledged.
     fn append(&mut self, rec: &Record<'_>) -> io::Result<()>;
     /// True when the journal should be compacted: the hub then calls
-    /// [`Store::rotate`] with its whole state.
-    fn wants_snapshot(&self) -> bool;
+    /// [`Store::rotate`] with its whole state. Never, by default.
+    fn wants_snapshot(&self) -> bool {
+        false
+    }
     /// Starts a new journal generation after `snapshot` (the state now, as
     /// whole encoded lines). Returns the slow part (writing the snapshot
     /// file) for the caller to run after it releases its lock.
-    fn rotate(&mut self, snapshot: Vec<u8>) -> io::Result<Option<SnapshotJob>>;
+    fn rotate(&mut self, _snapshot: Vec<u8>) -> io::Result<Option<SnapshotJob>> {
+        Ok(None)
+    }
     /// For the logs and /health: mode and where.
     fn describe(&self) -> Value;
 }
@@ -229,12 +247,6 @@ pub struct Ephemeral;
 impl Store for Ephemeral {
     fn append(&mut self, _rec: &Record<'_>) -> io::Result<()> {
         Ok(())
-    }
-    fn wants_snapshot(&self) -> bool {
-        false
-    }
-    fn rotate(&mut self, _snapshot: Vec<u8>) -> io::Result<Option<SnapshotJob>> {
-        Ok(None)
     }
     fn describe(&self) -> Value {
         json!({"mode": "ephemeral"})

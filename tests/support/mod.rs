@@ -3,7 +3,8 @@
 //! a watchdog disarmed on drop, command runs with a time limit and their
 //! output as text, and the clients of each boundary: HTTP and the page's
 //! WebSocket ([`page`]), `workbench mcp` over pipes ([`mcp`]), and the relay
-//! ([`relay`]). Every read has a timeout, so a hang fails fast.
+//! ([`relay`]), and a real redis-server with relay cluster nodes on it
+//! ([`redis_server`]). Every read has a timeout, so a hang fails fast.
 //!
 //! Each test file uses only part of this, hence the `allow`s.
 #![allow(dead_code, unused_imports)]
@@ -12,12 +13,14 @@ pub mod certs;
 pub mod keys;
 pub mod mcp;
 pub mod page;
+pub mod redis_server;
 pub mod relay;
 
 pub use certs::*;
 pub use keys::*;
 pub use mcp::*;
 pub use page::*;
+pub use redis_server::*;
 pub use relay::*;
 
 use std::os::unix::fs::PermissionsExt;

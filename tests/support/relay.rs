@@ -17,6 +17,20 @@ use tungstenite::{Message, WebSocket};
 
 use super::{die_with_parent, BIN};
 
+/// Flags that let one client send as fast as it likes.
+pub const FAST: [&str; 10] = [
+    "--rate-burst",
+    "100000",
+    "--rate-per-sec",
+    "100000",
+    "--ip-rate-burst",
+    "1000000",
+    "--channel-rate-burst",
+    "1000000",
+    "--connect-rate-burst",
+    "1000",
+];
+
 /// How long any single read may block before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,9 +53,12 @@ impl Relay {
     /// On a given port (0: any), e.g. to restart a relay in place. Its
     /// state goes to a fresh temp data directory unless `extra` chooses.
     pub fn start_on(port: u16, extra: &[&str]) -> Relay {
-        let chosen = extra
-            .iter()
-            .any(|a| *a == "--ephemeral" || *a == "--data-dir" || a.starts_with("--data-dir="));
+        let chosen = extra.iter().any(|a| {
+            *a == "--ephemeral"
+                || *a == "--data-dir"
+                || a.starts_with("--data-dir=")
+                || *a == "--cluster"
+        });
         if chosen {
             return Relay::spawn(port, extra, None);
         }
