@@ -266,8 +266,12 @@ mod tests {
     }
 
     fn planned(client: Client, existing: &str) -> String {
+        // A folder per call: tests run in parallel in one process, and two
+        // of them planning for one client must not share (and delete) it.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "wb-remote-{}-{}",
+            "wb-remote-{}-{}-{n}",
             client.name(),
             std::process::id()
         ));
