@@ -133,7 +133,7 @@ pub fn run(name: SessionName) -> Result<(), String> {
         port,
         token: token.to_string(),
         started: util::rfc3339_now(),
-        version: crate::cli::VERSION.to_string(),
+        version: crate::VERSION.to_string(),
     };
     info.save(&dir)
         .map_err(|e| format!("cannot write {}: {e}", dir.info_file().display()))?;

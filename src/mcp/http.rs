@@ -434,7 +434,7 @@ pub fn run(cfg: HttpConfig) -> Result<(), String> {
     };
     let url = format!("http://{host}:{}{ENDPOINT}", addr.port());
     let state = json!({"pid": std::process::id(), "host": cfg.host, "port": addr.port(), "url": url,
-        "started": util::rfc3339_now(), "version": crate::cli::VERSION});
+        "started": util::rfc3339_now(), "version": crate::VERSION});
     util::write_atomic(&state_path(), state.to_string().as_bytes(), 0o600)
         .map_err(|e| format!("cannot write {}: {e}", state_path().display()))?;
     util::log_event("mcp_http_listening", json!({"url": url}));
