@@ -41,6 +41,18 @@ pub fn random_hex(n: usize) -> io::Result<String> {
     Ok(hex(&buf))
 }
 
+/// The `Sec-WebSocket-Accept` answer to a `Sec-WebSocket-Key` (RFC 6455
+/// §4.2.2): base64 of SHA-1 over the key and the protocol's GUID. Both the
+/// page's viewer socket and the relay's handshake use it.
+pub fn ws_accept_key(key: &str) -> String {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(key.trim().as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
 /// Bytes as lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

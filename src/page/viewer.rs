@@ -15,9 +15,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::json;
-use sha1::{Digest, Sha1};
 
 use super::http::{reply_error, respond, Head};
 use super::hub::{Outbox, Refused};
@@ -26,15 +24,6 @@ use crate::relay::frame::ServerFrame;
 use crate::util::log_event;
 
 /// RFC 6455 §1.3: the GUID appended to Sec-WebSocket-Key.
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-pub fn accept_key(key: &str) -> String {
-    let mut h = Sha1::new();
-    h.update(key.trim().as_bytes());
-    h.update(WS_GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(h.finalize())
-}
-
 /// How often an idle viewer is pinged.
 fn ping_interval() -> Duration {
     let secs = std::env::var("WORKBENCH_PING_SECS")
@@ -74,7 +63,7 @@ pub fn handle(shared: Arc<Shared>, req: tiny_http::Request, head: &Head) {
         }
     };
     let response = tiny_http::Response::empty(101).with_header(
-        tiny_http::Header::from_bytes("Sec-WebSocket-Accept", accept_key(key))
+        tiny_http::Header::from_bytes("Sec-WebSocket-Accept", crate::util::ws_accept_key(key))
             .expect("valid header"),
     );
     let mut stream = req.upgrade("websocket", response);
@@ -143,7 +132,7 @@ mod tests {
     fn accept_key_matches_rfc6455_example() {
         // RFC 6455 §1.3 worked example.
         assert_eq!(
-            super::accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            crate::util::ws_accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }

@@ -22,6 +22,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::display::terminal_safe;
 use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
+use super::handshake;
 use super::identity::Identity;
 use super::signing;
 use super::transport::Stream;
@@ -111,55 +112,86 @@ pub fn normalize_url(server: &str) -> Result<String> {
     } else {
         format!("ws://{server}:{DEFAULT_PORT}")
     };
-    let uri: tungstenite::http::Uri = url
-        .parse()
-        .map_err(|e| ClientError::Address(format!("bad server address '{server}': {e}")))?;
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(ClientError::Address(format!(
-            "bad server address '{server}': no host"
-        )));
-    }
-    port_of(&uri)
+    parse_url(&url)
         .map_err(|why| ClientError::Address(format!("bad server address '{server}': {why}")))?;
     Ok(url)
 }
 
-/// The URL's port: as written (1–65535), or 80 for `ws://host` without one
-/// (a URL's default; a bare `host` was already given 6667). A port that
-/// does not fit is an error, never silently 80.
-fn port_of(uri: &tungstenite::http::Uri) -> std::result::Result<u16, String> {
-    // Read from the authority text: `Uri::port()` is `None` for a port
-    // that does not fit in a u16, which is how `:99999` used to become 80.
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
-    let Some(colon) = authority[host_end..].rfind(':') else {
-        return Ok(if uri.scheme_str() == Some("wss") {
-            443
-        } else {
-            80
-        });
+/// A `ws://` or `wss://` URL's parts.
+struct Url<'a> {
+    secure: bool,
+    /// As written, what the `Host` header carries.
+    authority: &'a str,
+    /// Without IPv6 brackets, what is resolved and what TLS checks.
+    host: &'a str,
+    port: u16,
+    /// With its query; `/` if none.
+    path: &'a str,
+}
+
+/// Splits a `ws://` or `wss://` URL. Its port as written (1–65535), or the
+/// scheme's default, 80 or 443, when there is none (a bare `host` was
+/// already given 6667). A port that does not fit is an error, never
+/// silently the default.
+fn parse_url(url: &str) -> std::result::Result<Url<'_>, String> {
+    let (secure, rest) = if let Some(r) = url.strip_prefix("wss://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("ws://") {
+        (false, r)
+    } else {
+        return Err("not a ws:// or wss:// URL".into());
     };
-    let text = &authority[host_end + colon + 1..];
-    match text.parse::<u16>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("invalid port '{text}' (must be 1 to 65535)")),
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let tail = tail.split('#').next().unwrap_or("");
+    let path = if tail.is_empty() { "/" } else { tail };
+    if authority.contains('@') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("a user name, spaces or control characters in the URL".into());
     }
+    let host_end = if authority.starts_with('[') {
+        authority
+            .find(']')
+            .map(|i| i + 1)
+            .ok_or("an IPv6 address without its ']'")?
+    } else {
+        authority.find(':').unwrap_or(authority.len())
+    };
+    let (host, port_text) = authority.split_at(host_end);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    let port = match port_text.strip_prefix(':') {
+        None if port_text.is_empty() => {
+            if secure {
+                443
+            } else {
+                80
+            }
+        }
+        Some(text) => match text.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("invalid port '{text}' (must be 1 to 65535)")),
+        },
+        None => return Err(format!("unexpected '{port_text}' after the host")),
+    };
+    Ok(Url {
+        secure,
+        authority,
+        host,
+        port,
+        path,
+    })
 }
 
 /// Why a handshake failed, in words that say what the address is.
-fn handshake_error(url: &str, e: tungstenite::Error) -> ClientError {
+fn handshake_error(url: &str, e: handshake::ConnectError) -> ClientError {
     let not_relay = |why: String| ClientError::NotARelay {
         url: url.to_string(),
         why,
     };
     match e {
-        tungstenite::Error::Http(resp) => {
-            let status = resp.status();
-            let body = resp
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
+        handshake::ConnectError::Http { status, body } => {
             // Our relay refuses over-limit connections before the
             // handshake, with `ERROR CODE: message` as the body.
             if let Some((code, message)) = body
@@ -176,7 +208,7 @@ fn handshake_error(url: &str, e: tungstenite::Error) -> ClientError {
                 "it answered HTTP {status} instead of a WebSocket upgrade"
             ))
         }
-        tungstenite::Error::Io(io)
+        handshake::ConnectError::Io(io)
             if matches!(
                 io.kind(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
@@ -187,14 +219,13 @@ fn handshake_error(url: &str, e: tungstenite::Error) -> ClientError {
                 CONNECT_TIMEOUT.as_secs()
             ))
         }
-        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+        handshake::ConnectError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             not_relay("it closed the connection during the WebSocket handshake".into())
         }
-        tungstenite::Error::Protocol(p) => not_relay(format!(
+        handshake::ConnectError::Protocol(p) => not_relay(format!(
             "it did not answer with a WebSocket handshake ({p})"
         )),
-        tungstenite::Error::Url(u) => ClientError::Address(format!("bad server address: {u}")),
-        other => ClientError::Connect {
+        handshake::ConnectError::Io(other) => ClientError::Connect {
             url: url.to_string(),
             why: format!("WebSocket handshake failed: {other}"),
         },
@@ -234,10 +265,8 @@ impl Client {
             url: url.clone(),
             why,
         };
-        let uri: tungstenite::http::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
-        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-        let secure = uri.scheme_str() == Some("wss");
-        let port = port_of(&uri).map_err(ClientError::Address)?;
+        let parts = parse_url(&url).map_err(ClientError::Address)?;
+        let (host, secure, port) = (parts.host, parts.secure, parts.port);
         let addrs = (host, port)
             .to_socket_addrs()
             .map_err(|e| fail(format!("cannot resolve {host}: {e}")))?;
@@ -263,21 +292,25 @@ impl Client {
             Stream::Plain(SharedStream::new(tcp))
         };
         let _ = stream.tcp().set_read_timeout(Some(CONNECT_TIMEOUT));
+        let mut reader = FrameReader::new(stream.clone(), Role::Client, MAX_INCOMING);
+        let mut nonce = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| fail("no randomness for the WebSocket key".into()))?;
+        handshake::connect(
+            reader.buffered(),
+            &mut stream.clone(),
+            parts.authority,
+            parts.path,
+            nonce,
+        )
+        .map_err(|e| handshake_error(&url, e))?;
         let config = WebSocketConfig::default().read_buffer_size(1024);
-        let (writer, _resp) =
-            tungstenite::client::client_with_config(url.as_str(), stream.clone(), Some(config))
-                .map_err(|e| match e {
-                    tungstenite::HandshakeError::Failure(e) => handshake_error(&url, e),
-                    tungstenite::HandshakeError::Interrupted(_) => ClientError::NotARelay {
-                        url: url.clone(),
-                        why: format!(
-                            "no WebSocket handshake answer within {} s",
-                            CONNECT_TIMEOUT.as_secs()
-                        ),
-                    },
-                })?;
+        let writer = WebSocket::from_raw_socket(
+            stream.clone(),
+            tungstenite::protocol::Role::Client,
+            Some(config),
+        );
         let _ = stream.tcp().set_read_timeout(None);
-        let reader = FrameReader::new(stream.clone(), Role::Client, MAX_INCOMING);
         Ok(Client {
             url,
             stream,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tungstenite::protocol::WebSocketConfig;
 
 use super::frame::{FrameReader, Incoming, ReadError, Role, SharedStream};
 use super::hub::{ConnId, Hub};
@@ -64,11 +63,11 @@ pub fn serve(
     limits: Limits,
     tls: Option<&Arc<rustls::ServerConfig>>,
 ) {
-    let Some((shared, peer, ip)) = handshake(stream, tls) else {
+    let Some((shared, reader, peer, ip)) = handshake(stream, tls, limits.max_message) else {
         return;
     };
     let (id, outbox) = open(&hub, writer, &shared, peer, ip, limits);
-    let reason = read_loop(&hub, id, shared, &outbox, limits);
+    let reason = read_loop(&hub, id, shared, reader, &outbox, limits);
     close(&hub, id, reason, &outbox);
 }
 
@@ -103,15 +102,17 @@ fn close(hub: &Hub, id: ConnId, reason: &'static str, outbox: &PeerQueue) {
     outbox.finish();
 }
 
-/// The HTTP upgrade (RFC 6455 §4.2). tungstenite writes the 101 response
-/// on this thread, before the writer thread knows the socket; its buffers
-/// are dropped right after. Not inlined, so its deep frames are gone (and
-/// can be trimmed) by the time the read loop starts.
+/// The HTTP upgrade (RFC 6455 §4.2, `handshake::accept`). The 101 answer
+/// is written on this thread, before the writer thread knows the socket.
+/// The request is read through the connection's frame reader, so anything
+/// the client sent after it is its first frame. Not inlined, so its deep
+/// frames are gone (and can be trimmed) by the time the read loop starts.
 #[inline(never)]
 fn handshake(
     stream: TcpStream,
     tls: Option<&Arc<rustls::ServerConfig>>,
-) -> Option<(Stream, String, Option<IpAddr>)> {
+    max_message: usize,
+) -> Option<(Stream, FrameReader<Stream>, String, Option<IpAddr>)> {
     let addr = stream.peer_addr().ok();
     let peer = addr.map(|a| a.to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
@@ -129,21 +130,13 @@ fn handshake(
         },
     };
     let _ = shared.tcp().set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let config = WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0);
-    match tungstenite::accept_with_config(shared.clone(), Some(config)) {
-        Ok(ws) => drop(ws),
-        Err(e) => {
-            log_event(
-                "handshake_failed",
-                json!({"peer": peer, "error": e.to_string()}),
-            );
-            return None;
-        }
-    };
+    let mut reader = FrameReader::new(shared.clone(), Role::Server, max_message);
+    if let Err(e) = super::handshake::accept(reader.buffered(), &mut shared.clone()) {
+        log_event("handshake_failed", json!({"peer": peer, "error": e}));
+        return None;
+    }
     let _ = shared.tcp().set_read_timeout(None);
-    Some((shared, peer, addr.map(|a| a.ip())))
+    Some((shared, reader, peer, addr.map(|a| a.ip())))
 }
 
 /// Reads until the peer leaves or breaks the protocol; returns why.
@@ -152,10 +145,10 @@ fn read_loop(
     hub: &Hub,
     id: ConnId,
     stream: Stream,
+    mut reader: FrameReader<Stream>,
     outbox: &PeerQueue,
     limits: Limits,
 ) -> &'static str {
-    let mut reader = FrameReader::new(stream.clone(), Role::Server, limits.max_message);
     let mut handled: u64 = 0;
     // Until it has identified, a connection may only stay so long (the
     // IDENTIFY deadline, or its CHALLENGE's expiry): reads time out then.

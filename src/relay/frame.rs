@@ -192,6 +192,12 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// The buffered source, for the opening handshake: what a peer sends
+    /// after its HTTP head stays buffered for the first frame.
+    pub fn buffered(&mut self) -> &mut BufReader<R> {
+        &mut self.src
+    }
+
     /// Whether bytes are already buffered, so the next read may not block.
     pub fn has_buffered(&self) -> bool {
         !self.src.buffer().is_empty()

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod display;
 pub mod frame;
 pub mod handle_proposal;
+pub mod handshake;
 pub mod hub;
 pub mod identity;
 pub mod outbox;
