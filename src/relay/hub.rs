@@ -208,8 +208,9 @@ struct Conn {
     /// Refusals since the last message that was accepted.
     refused_in_a_row: u32,
     /// Cluster mode (`replica`): the agent this connection asked to be,
-    /// while its admission record travels through Redis.
-    admitting: Option<Agent>,
+    /// while its admission record travels through Redis (boxed: most
+    /// connections never have one, and every Conn would carry its size).
+    admitting: Option<Box<Agent>>,
     /// Cluster mode: a connection of another node, mirrored here (its
     /// node's session and its id there); its outbox discards.
     origin: Option<(std::sync::Arc<str>, ConnId)>,

@@ -376,7 +376,7 @@ impl State {
         }
         body.push('}');
         if let Some(c) = self.conns.get_mut(&id) {
-            c.admitting = Some(Agent::new(aid, name, keyed, proven));
+            c.admitting = Some(Box::new(Agent::new(aid, name, keyed, proven)));
         }
         fx.publish.push(Out {
             body: body.to_string(),
@@ -397,7 +397,7 @@ impl State {
         let pubkey = self
             .conns
             .get(&id)
-            .and_then(|c| c.agent.as_ref().or(c.admitting.as_ref()))
+            .and_then(|c| c.agent.as_ref().or(c.admitting.as_deref()))
             .and_then(|a| a.pubkey.clone());
         match msg {
             ClientMsg::Msg {
@@ -430,7 +430,7 @@ impl State {
                 let agent = self
                     .conns
                     .get(&id)
-                    .and_then(|c| c.agent.as_ref().or(c.admitting.as_ref()))
+                    .and_then(|c| c.agent.as_ref().or(c.admitting.as_deref()))
                     .map(|a| a.id.clone());
                 if let Some(a) = agent {
                     if !self.creates_by_agent.try_take(&a, now) {
@@ -487,7 +487,7 @@ impl State {
         }
         fx.logs.push((
             "disconnect",
-            json!({"conn": id, "agent": c.agent.as_ref().or(c.admitting.as_ref()).map(|a| a.id.as_str()),
+            json!({"conn": id, "agent": c.agent.as_ref().or(c.admitting.as_deref()).map(|a| a.id.as_str()),
                    "name": c.agent.as_ref().map(|a| a.name.as_str()), "reason": reason,
                    "refusals": c.refusals}),
         ));
