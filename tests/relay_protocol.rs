@@ -424,6 +424,52 @@ fn relay_bad_input_is_answered_and_survived() {
     d.ping();
 }
 
+/// What a client that is not a WebSocket client sends gets an HTTP answer
+/// saying what is wrong, then the close; the relay goes on serving.
+#[test]
+fn bad_upgrade_requests_get_a_clear_answer_and_the_relay_keeps_serving() {
+    use std::io::{Read, Write};
+    let _w = watchdog(Duration::from_secs(30));
+    let relay = Relay::start(&[]);
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let upgrade = |version: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+        )
+    };
+    let cases = [
+        (
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+            "400",
+            "Upgrade: websocket",
+        ),
+        (upgrade("8"), "426", "version 13"),
+        (upgrade("13").replace(key, "c2hvcnQ="), "400", "16 bytes"),
+        // A head that never ends: cut off at 8 KiB.
+        (format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000)), "", ""),
+    ];
+    for (request, status, says) in cases {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        if status.is_empty() {
+            assert!(answer.is_empty(), "an endless head is dropped: {answer}");
+        } else {
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{answer}"
+            );
+            assert!(answer.contains(says), "{answer}");
+        }
+    }
+    // Still serving.
+    let mut c = relay.client();
+    c.ping();
+}
+
 #[test]
 fn relay_max_connections() {
     let _w = watchdog(Duration::from_secs(30));

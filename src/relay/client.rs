@@ -581,6 +581,29 @@ mod tests {
             normalize_url("ws://h:65535").ok(),
             Some("ws://h:65535".into())
         );
+        for bad in [
+            "ws://",
+            "ws://:1",
+            "ws://u@h:1",
+            "ws://[::1",
+            "ws://h:1x",
+            "ws://h/a b",
+        ] {
+            assert!(normalize_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_split_into_what_the_handshake_needs() {
+        let u = parse_url("wss://[::1]:7443/relay?x=1#frag").unwrap();
+        assert!(u.secure);
+        assert_eq!(
+            (u.authority, u.host, u.port, u.path),
+            ("[::1]:7443", "::1", 7443, "/relay?x=1")
+        );
+        let u = parse_url("ws://relay.lab").unwrap();
+        assert_eq!((u.host, u.port, u.path), ("relay.lab", 80, "/"));
+        assert_eq!(parse_url("wss://relay.lab").unwrap().port, 443);
     }
 
     #[test]
