@@ -50,22 +50,11 @@ LOAD=target/release/examples/relay_load
 # Rate limits are raised for both so the senders are never throttled; ours
 # also has per-address and per-channel limits (issue 12), and every agent
 # here comes from 127.0.0.1.
+# (Ours: LIFTED, from relay_bench_lib.sh; Node's relay has only these.)
 RATE=(--rate-burst 1000000 --rate-per-sec 1000000)
-OURS=(--max-per-ip 100000 --connect-rate-burst 100000 --connect-rate-per-sec 100000
-  --ip-rate-burst 1000000 --ip-rate-per-sec 1000000
-  --channel-rate-burst 1000000 --channel-rate-per-sec 1000000)
 RELAY_PID=
-
-wait_port() { # <stderr file> -> port
-  for _ in $(seq 1 100); do
-    local p
-    p=$(grep -o '"port":[0-9]*' "$1" 2>/dev/null | head -1 | cut -d: -f2 || true)
-    if [ -n "$p" ]; then echo "$p"; return 0; fi
-    sleep 0.1
-  done
-  echo "relay did not start; see $1" >&2
-  return 1
-}
+# shellcheck source=scripts/relay_bench_lib.sh
+. scripts/relay_bench_lib.sh
 
 stop_relay() {
   if [ -n "$RELAY_PID" ]; then
@@ -81,7 +70,7 @@ one() { # <which: rust|node> <label> <relay_load args...>
   if [ "$which" = rust ]; then
     # --ephemeral: memory only, like the Node baseline (and never the
     # real home's data dir); durable vs ephemeral: bench_relay_durable.sh.
-    target/release/workbench relay --ephemeral --host 127.0.0.1 --port 0 "${RATE[@]}" "${OURS[@]}" 2>"$OUT/$label.err" >/dev/null &
+    target/release/workbench relay --ephemeral --host 127.0.0.1 --port 0 "${LIFTED[@]}" 2>"$OUT/$label.err" >/dev/null &
   else
     node scripts/node-relay/relay.mjs --host 127.0.0.1 --port 0 "${RATE[@]}" 2>"$OUT/$label.err" >/dev/null &
   fi

@@ -31,9 +31,6 @@ command -v redis-server >/dev/null || { echo "needs redis-server (apt-get instal
 cargo build --release --quiet --bin workbench --example relay_load
 LOAD=target/release/examples/relay_load
 ulimit -n 20000 2>/dev/null || true
-RATE=(--rate-burst 1000000 --rate-per-sec 1000000 --ip-rate-burst 1000000 --ip-rate-per-sec 1000000
-      --channel-rate-burst 1000000 --channel-rate-per-sec 1000000 --max-per-ip 100000
-      --connect-rate-burst 100000 --connect-rate-per-sec 100000 --outbox 4096)
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -43,6 +40,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # shellcheck source=scripts/relay_bench_lib.sh
 . scripts/relay_bench_lib.sh
+RATE=("${LIFTED[@]}" --outbox 4096)
 
 start_relay() { # <label> <flags...>  -> sets R_PID R_PORT
   local label=$1; shift

@@ -25,12 +25,9 @@ mkdir -p "$OUT"
 cargo build --release --quiet
 (cd scripts/node-relay && npm ci --silent --no-audit --no-fund >/dev/null)
 ulimit -n 20000 2>/dev/null || true
-RATE=(--rate-burst 1000000 --rate-per-sec 1000000 --ip-rate-burst 1000000 --ip-rate-per-sec 1000000
-      --channel-rate-burst 1000000 --channel-rate-per-sec 1000000 --max-per-ip 100000
-      --connect-rate-burst 100000 --connect-rate-per-sec 100000)
-
 # shellcheck source=scripts/relay_bench_lib.sh
 . scripts/relay_bench_lib.sh
+RATE=("${LIFTED[@]}")
 
 run_one() { # <label> <relay flags...>
   local label=$1; shift

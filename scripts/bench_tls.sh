@@ -30,25 +30,16 @@ openssl x509 -req -in "$DIR/s.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcre
   -out "$DIR/s.pem" -days 2 -extfile "$DIR/ext.cnf" 2>/dev/null
 
 # Memory-only relays: this compares transports, and two durable relays
-# would refuse to share the default data directory.
-# The per-address and per-channel limits of issue 12 are lifted, as in
-# scripts/bench_relay.sh: every agent here comes from 127.0.0.1.
-RATE=(--ephemeral --rate-burst 1000000 --rate-per-sec 1000000
-  --max-per-ip 100000 --connect-rate-burst 100000 --connect-rate-per-sec 100000
-  --ip-rate-burst 1000000 --ip-rate-per-sec 1000000
-  --channel-rate-burst 1000000 --channel-rate-per-sec 1000000)
+# would refuse to share the default data directory. The limits are lifted
+# (LIFTED): every agent here comes from 127.0.0.1.
+# shellcheck source=scripts/relay_bench_lib.sh
+. scripts/relay_bench_lib.sh
 start() { # <label> <args...>; sets PORT and PID
   local label=$1; shift
-  "$BIN" relay --host 127.0.0.1 --port 0 "${RATE[@]}" "$@" 2>"$OUT/$label.err" >/dev/null &
+  "$BIN" relay --ephemeral --host 127.0.0.1 --port 0 "${LIFTED[@]}" "$@" 2>"$OUT/$label.err" >/dev/null &
   PID=$!
   pids+=("$PID")
-  PORT=
-  for _ in $(seq 1 100); do
-    PORT=$(grep -o '"port":[0-9]*' "$OUT/$label.err" | head -1 | cut -d: -f2 || true)
-    [ -n "$PORT" ] && return 0
-    sleep 0.1
-  done
-  echo "relay $label did not start" >&2; exit 1
+  PORT=$(wait_port "$OUT/$label.err") || exit 1
 }
 start ws; WS_PORT=$PORT; WS_PID=$PID
 start wss --cert "$DIR/s.pem" --key "$DIR/s.key"; WSS_PORT=$PORT; WSS_PID=$PID
